@@ -1,0 +1,293 @@
+"""The wire format: log records as plain data in length-prefixed frames.
+
+Nothing here ever unpickles or evaluates what it reads. A producer turns a
+``LogRecord`` into bytes once (message merged, exception text rendered,
+``extra`` values made JSON-safe) so that the collector only has to validate
+and copy; a frame the decoder does not fully understand raises ``FrameError``
+and the caller closes that one connection.
+
+Frame layout (all integers little-endian)::
+
+    u32 length | u8 kind | body (length - 1 bytes)
+
+A record body is a fixed header followed by the UTF-8 bytes of its string
+fields, whose lengths are in the header, so decoding is one ``unpack_from``
+and a few slices.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+from typing import Any, Final
+
+__all__ = [
+    "HEADER",
+    "KIND_AUTH",
+    "KIND_CONFIG",
+    "KIND_HELLO",
+    "KIND_RECORD",
+    "MAX_FRAME",
+    "PROTOCOL_VERSION",
+    "STANDARD_ATTRS",
+    "FrameError",
+    "decode_json",
+    "decode_record",
+    "encode_json",
+    "encode_record",
+    "safe_message",
+    "safe_repr",
+]
+
+PROTOCOL_VERSION: Final = 1
+
+#: Largest frame either side accepts. A record bigger than this is truncated
+#: by the producer (with a visible marker) instead of being refused.
+MAX_FRAME: Final = 64 * 1024 * 1024
+
+KIND_HELLO: Final = 1
+KIND_CONFIG: Final = 2
+KIND_RECORD: Final = 3
+KIND_AUTH: Final = 4
+
+HEADER: Final = struct.Struct("<IB")
+
+# created, msecs, relativeCreated, levelno, lineno, process, thread, seq,
+# then the byte length of each string field in _STRING_FIELDS order.
+_STRING_FIELDS: Final = (
+    "name",
+    "msg",
+    "levelname",
+    "pathname",
+    "filename",
+    "module",
+    "funcName",
+    "processName",
+    "threadName",
+    "taskName",
+    "exc_text",
+    "stack_info",
+)
+_EXTRA_INDEX: Final = len(_STRING_FIELDS)
+_RECORD: Final = struct.Struct(f"<dddiiqQQ{len(_STRING_FIELDS) + 1}I")
+_FRAME_PREFIX: Final = struct.Struct("<IB")
+
+#: Attributes that every LogRecord has; anything else on a record came from
+#: ``extra=`` (or a filter) and travels in the JSON ``extra`` field.
+STANDARD_ATTRS: Final = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "exc_info",
+    "exc_text",
+    "stack_info",
+}
+
+# Parts of a long field kept when a record would exceed MAX_FRAME.
+_FIELD_BUDGET: Final = MAX_FRAME // 4
+_TRUNCATION_MARK: Final = " ...[logfunnel: truncated {} of {} bytes]"
+
+_ENCODING_ERRORS: Final = "backslashreplace"
+
+_exc_formatter = logging.Formatter()
+
+
+class FrameError(ValueError):
+    """A frame that is malformed, oversized or not of this protocol."""
+
+
+def safe_repr(value: object) -> str:
+    """``repr`` that cannot raise, so a hostile object cannot stop a record."""
+    try:
+        return repr(value)
+    except Exception as exc:  # a broken __repr__ must not lose the record
+        return f"<unrepresentable {type(value).__qualname__}: {type(exc).__name__}>"
+
+
+def safe_message(record: logging.LogRecord) -> str:
+    """The merged message, or a readable account of why it could not be merged.
+
+    ``getMessage`` runs user code (``__str__`` of msg and args, ``%``
+    formatting), which may raise; the stdlib would print a traceback and drop
+    the record, we keep the raw parts instead.
+    """
+    try:
+        return record.getMessage()
+    except Exception as exc:
+        args = record.args
+        return (
+            f"{safe_repr(record.msg)} % {safe_repr(args)}"
+            f" [logfunnel: message could not be formatted: {type(exc).__name__}: "
+            f"{_safe_str(exc)}]"
+        )
+
+
+def _safe_str(value: object) -> str:
+    try:
+        return str(value)
+    except Exception:
+        return safe_repr(value)
+
+
+def _json_default(value: object) -> str:
+    return safe_repr(value)
+
+
+def _extra_json(record_dict: dict[str, Any]) -> bytes:
+    keys = record_dict.keys() - STANDARD_ATTRS
+    if not keys:
+        return b""
+    extra = {key: record_dict[key] for key in keys if isinstance(key, str)}
+    try:
+        text = json.dumps(extra, default=_json_default, ensure_ascii=False)
+    except Exception:  # circular, too deep, non-string keys inside values...
+        text = json.dumps(
+            {key: _json_value_or_repr(value) for key, value in extra.items()},
+            ensure_ascii=False,
+        )
+    return text.encode("utf-8", _ENCODING_ERRORS)
+
+
+def _json_value_or_repr(value: object) -> Any:
+    try:
+        json.dumps(value, default=_json_default)
+    except Exception:
+        return safe_repr(value)
+    return value
+
+
+def _exception_text(record: logging.LogRecord) -> str:
+    if record.exc_text:
+        return record.exc_text
+    if record.exc_info and record.exc_info[0] is not None:
+        try:
+            return _exc_formatter.formatException(record.exc_info)
+        except Exception as exc:
+            return f"<exception could not be formatted: {type(exc).__name__}>"
+    return ""
+
+
+def _truncate(data: bytes, budget: int) -> bytes:
+    if len(data) <= budget:
+        return data
+    mark = _TRUNCATION_MARK.format(len(data) - budget, len(data)).encode()
+    # Cut on a character boundary so the result stays valid UTF-8.
+    return data[:budget].decode("utf-8", "ignore").encode() + mark
+
+
+def encode_record(record: logging.LogRecord, seq: int, message: str | None = None) -> bytes:
+    """One complete frame (length prefix included) for ``record``.
+
+    ``message`` lets a caller that already merged the message pass it in.
+    """
+    d = record.__dict__
+    if message is None:
+        message = safe_message(record)
+    errors = _ENCODING_ERRORS
+    strings = [
+        str(record.name).encode("utf-8", errors),
+        message.encode("utf-8", errors),
+        str(record.levelname).encode("utf-8", errors),
+        str(record.pathname).encode("utf-8", errors),
+        str(record.filename).encode("utf-8", errors),
+        str(record.module).encode("utf-8", errors),
+        str(record.funcName or "").encode("utf-8", errors),
+        str(record.processName or "").encode("utf-8", errors),
+        str(record.threadName or "").encode("utf-8", errors),
+        str(d.get("taskName") or "").encode("utf-8", errors),
+        _exception_text(record).encode("utf-8", errors),
+        str(record.stack_info or "").encode("utf-8", errors),
+        _extra_json(d),
+    ]
+    total = sum(map(len, strings))
+    if total + _RECORD.size + 1 > MAX_FRAME:
+        strings = [_truncate(s, _FIELD_BUDGET // 2) for s in strings]
+    header = _RECORD.pack(
+        record.created,
+        record.msecs,
+        record.relativeCreated,
+        _clamp_int32(record.levelno),
+        _clamp_int32(record.lineno),
+        record.process or 0,
+        (record.thread or 0) & 0xFFFFFFFFFFFFFFFF,
+        seq,
+        *map(len, strings),
+    )
+    body_len = 1 + len(header) + sum(map(len, strings))
+    return b"".join((_FRAME_PREFIX.pack(body_len, KIND_RECORD), header, *strings))
+
+
+def _clamp_int32(value: object) -> int:
+    try:
+        number = int(value)  # type: ignore[call-overload]
+    except Exception:
+        return 0
+    return max(-(2**31), min(2**31 - 1, number))
+
+
+def decode_record(body: memoryview | bytes) -> tuple[int, dict[str, Any]]:
+    """``(seq, attributes)`` from the body of a record frame (kind byte excluded).
+
+    The attributes are ready for a LogRecord's ``__dict__``. Every length is
+    checked against the body, so a lying header cannot cause an over-read.
+    """
+    size = _RECORD.size
+    if len(body) < size:
+        raise FrameError(f"record frame too short ({len(body)} bytes)")
+    fields = _RECORD.unpack_from(body, 0)
+    created, msecs, relative, levelno, lineno, process, thread, seq = fields[:8]
+    lengths = fields[8:]
+    if size + sum(lengths) != len(body):
+        raise FrameError("record field lengths do not match the frame length")
+    out: dict[str, Any] = {
+        "created": created,
+        "msecs": msecs,
+        "relativeCreated": relative,
+        "levelno": levelno,
+        "lineno": lineno,
+        "process": process,
+        "thread": thread,
+        "args": None,
+        "exc_info": None,
+    }
+    pos = size
+    raw = bytes(body) if isinstance(body, memoryview) else body
+    try:
+        for name, length in zip(_STRING_FIELDS, lengths, strict=False):
+            out[name] = raw[pos : pos + length].decode("utf-8")
+            pos += length
+        extra = raw[pos : pos + lengths[_EXTRA_INDEX]]
+    except UnicodeDecodeError as exc:
+        raise FrameError(f"record field is not valid UTF-8: {exc}") from None
+    for optional in ("exc_text", "stack_info", "taskName", "funcName"):
+        if not out[optional]:
+            out[optional] = None
+    if extra:
+        try:
+            values = json.loads(extra)
+        except (ValueError, RecursionError) as exc:
+            raise FrameError(f"record extra is not valid JSON: {exc}") from None
+        if not isinstance(values, dict):
+            raise FrameError("record extra is not a JSON object")
+        for key, value in values.items():
+            if key not in STANDARD_ATTRS:
+                out[key] = value
+    return int(seq), out
+
+
+def encode_json(kind: int, value: dict[str, Any]) -> bytes:
+    """A control frame (hello, config) carrying a small JSON object."""
+    body = json.dumps(value, separators=(",", ":")).encode()
+    return _FRAME_PREFIX.pack(len(body) + 1, kind) + body
+
+
+def decode_json(body: memoryview | bytes) -> dict[str, Any]:
+    """The JSON object of a control frame; anything else is a ``FrameError``."""
+    try:
+        value = json.loads(bytes(body))
+    except (ValueError, RecursionError) as exc:
+        raise FrameError(f"control frame is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise FrameError("control frame is not a JSON object")
+    return value

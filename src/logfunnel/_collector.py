@@ -1,0 +1,426 @@
+"""The collector: the one reader of every producer's frames and the one writer of the sinks.
+
+It runs as a single thread around a selector. Every socket is non-blocking,
+and each connection is a small state machine (authenticate, hello, records),
+so a slow or hostile peer can never stall the others. A malformed frame
+closes its own connection with a record saying why. Everything that
+already reached the kernel when ``stop`` is called is read, decoded and
+written before ``stop`` returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import selectors
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from ._codec import (
+    HEADER,
+    KIND_AUTH,
+    KIND_CONFIG,
+    KIND_HELLO,
+    KIND_RECORD,
+    MAX_FRAME,
+    PROTOCOL_VERSION,
+    FrameError,
+    decode_json,
+    decode_record,
+    encode_json,
+)
+from ._transport import Address, answer_challenge, challenge_frame
+
+__all__ = ["Collector", "CollectorStats", "collector_thread"]
+
+_RECV_SIZE: Final = 1 << 18
+_CONTROL_LIMIT: Final = 1 << 16
+# How long a TCP drain waits for bytes still in flight on loopback once the
+# readable ones are read; Unix sockets need no wait (a returned send is readable).
+_TCP_SETTLE: Final = 0.05
+
+_AUTH: Final = 0
+_HELLO: Final = 1
+_STREAM: Final = 2
+
+_LISTENER: Final = object()
+_WAKE: Final = object()
+
+_new_record = logging.LogRecord.__new__
+_LogRecord = logging.LogRecord
+
+_live_collectors: weakref.WeakSet[Collector] = weakref.WeakSet()
+
+#: ``collector_thread.collector`` is set inside a collector's own thread, so a
+#: handler can tell that a sink is logging from there.
+collector_thread = threading.local()
+
+
+@dataclass
+class CollectorStats:
+    """What the collector saw; a summary for people and tests."""
+
+    records: int = 0
+    connections: int = 0
+    bad_connections: int = 0
+    partial_frames: int = 0
+    gaps: int = 0
+    missing_records: int = 0
+    sink_errors: int = 0
+    producers: set[tuple[str, int, float]] = field(default_factory=set)
+
+
+class _Connection:
+    __slots__ = ("buf", "expected", "identity", "label", "nonce", "sock", "state")
+
+    def __init__(self, sock: socket.socket, state: int, label: str) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+        self.state = state
+        self.identity: tuple[str, int, float] | None = None
+        self.expected = 0
+        self.nonce = b""
+        self.label = label
+
+
+class Collector:
+    """Reads frames from every producer and hands the records to the sinks."""
+
+    def __init__(
+        self,
+        listener: socket.socket,
+        address: Address,
+        sinks: Sequence[logging.Handler],
+        level: int,
+        *,
+        max_frame: int = MAX_FRAME,
+        on_record: Callable[[logging.LogRecord], None] | None = None,
+    ) -> None:
+        self._listener = listener
+        self._address = address
+        self._sinks = list(sinks)
+        self._level = level
+        self._max_frame = max_frame
+        self._on_record = on_record
+        self.stats = CollectorStats()
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._connections: dict[int, _Connection] = {}
+        self._next_seq: dict[tuple[str, int, float], int] = {}
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._owner_pid = os.getpid()
+        self._closed = False
+        self._lock = threading.Lock()
+        listener.setblocking(False)
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector.register(listener, selectors.EVENT_READ, _LISTENER)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+        _live_collectors.add(self)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the collector thread; a second call is an error."""
+        if self._thread is not None:
+            raise RuntimeError("this collector was already started")
+        self._thread = threading.Thread(target=self._run, name="logfunnel-collector", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Drain what producers already sent, then close every socket.
+
+        Returns False if the thread did not finish within ``timeout``.
+        Safe to call twice, and a no-op in a process that does not own the
+        collector (a fork child).
+        """
+        if os.getpid() != self._owner_pid:
+            return True
+        self._stopping.set()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            if thread.is_alive():
+                return False
+        elif thread is None:
+            self._drain()
+        self._close_all()
+        return True
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _forget_after_fork(self) -> None:
+        """In a fork child: close our copies of every socket, never touch the peers."""
+        self._closed = True
+        for sock in (self._listener, self._wake_r, self._wake_w):
+            sock.close()
+        for conn in self._connections.values():
+            conn.sock.close()
+        self._connections.clear()
+        with contextlib.suppress(Exception):
+            self._selector.close()
+
+    # -- the loop ----------------------------------------------------------
+
+    def _run(self) -> None:
+        collector_thread.collector = self
+        select = self._selector.select
+        try:
+            while not self._stopping.is_set():
+                for key, _ in select():
+                    self._dispatch_event(key.data, key.fileobj)
+            self._drain()
+        except BaseException as exc:  # the collector must say why it died
+            self._report(logging.CRITICAL, "logfunnel collector stopped by %r", exc)
+            raise
+
+    def _dispatch_event(self, data: object, fileobj: object) -> None:
+        if data is _LISTENER:
+            self._accept_pending()
+        elif data is _WAKE:
+            with contextlib.suppress(OSError):
+                self._wake_r.recv(4096)
+        else:
+            assert isinstance(fileobj, socket.socket)
+            self._read(fileobj.fileno())
+
+    def _drain(self) -> None:
+        """Read until every socket is empty: what was sent before stop gets written."""
+        settle = 0.0 if self._address.scheme == "unix" else _TCP_SETTLE
+        while True:
+            self._accept_pending()
+            progressed = False
+            for fd in list(self._connections):
+                progressed |= self._read_available(fd)
+            if progressed:
+                continue
+            if settle and self._connections:
+                ready = self._selector.select(settle)
+                if any(key.data not in (_LISTENER, _WAKE) for key, _ in ready):
+                    continue
+            break
+
+    def _read_available(self, fd: int) -> bool:
+        progressed = False
+        while fd in self._connections:
+            if not self._read(fd):
+                break
+            progressed = True
+        return progressed
+
+    def _accept_pending(self) -> None:
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._report(logging.ERROR, "logfunnel collector could not accept: %s", exc)
+                return
+            sock.setblocking(False)
+            self.stats.connections += 1
+            label = f"connection {self.stats.connections}"
+            if self._address.scheme == "tcp":
+                conn = _Connection(sock, _AUTH, label)
+                conn.nonce = secrets.token_bytes(32)
+                try:
+                    sock.send(challenge_frame(conn.nonce))
+                except OSError:
+                    sock.close()
+                    continue
+            else:
+                conn = _Connection(sock, _HELLO, label)
+            self._connections[sock.fileno()] = conn
+            self._selector.register(sock, selectors.EVENT_READ, conn)
+
+    def _read(self, fd: int) -> bool:
+        """Read once from a connection; False when nothing was there (or it closed)."""
+        conn = self._connections.get(fd)
+        if conn is None:
+            return False
+        try:
+            data = conn.sock.recv(_RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            self._close(conn, f"read failed: {exc}")
+            return False
+        if not data:
+            if conn.buf:
+                self.stats.partial_frames += 1
+                self._report(
+                    logging.WARNING,
+                    "logfunnel: %s (%s) ended inside a frame; discarded %d partial bytes",
+                    conn.label,
+                    self._who(conn),
+                    len(conn.buf),
+                )
+            self._close(conn, None)
+            return False
+        conn.buf += data
+        try:
+            self._frames(conn)
+        except FrameError as exc:
+            self.stats.bad_connections += 1
+            self._close(conn, str(exc))
+        return True
+
+    def _frames(self, conn: _Connection) -> None:
+        buf = conn.buf
+        n = len(buf)
+        pos = 0
+        unpack = HEADER.unpack_from
+        try:
+            while n - pos >= 5:
+                length, kind = unpack(buf, pos)
+                limit = self._max_frame if conn.state == _STREAM else _CONTROL_LIMIT
+                if length < 1 or length > limit:
+                    raise FrameError(f"bad frame length {length} (limit {limit})")
+                end = pos + 4 + length
+                if end > n:
+                    break
+                body = bytes(buf[pos + 5 : end])
+                pos = end
+                if kind == KIND_RECORD and conn.state == _STREAM:
+                    self._record(conn, body)
+                else:
+                    self._control(conn, kind, body)
+        finally:
+            if pos:
+                del buf[:pos]
+
+    def _control(self, conn: _Connection, kind: int, body: bytes) -> None:
+        if conn.state == _AUTH:
+            key = self._address.key
+            if kind != KIND_AUTH or key is None or len(body) != 64:
+                raise FrameError("peer did not authenticate")
+            import hmac
+
+            if not hmac.compare_digest(body[:32], answer_challenge(key, conn.nonce)):
+                raise FrameError("peer failed authentication (wrong key)")
+            reply = answer_challenge(key, body[32:])
+            conn.sock.send(HEADER.pack(len(reply) + 1, KIND_AUTH) + reply)
+            conn.state = _HELLO
+            return
+        if conn.state == _HELLO and kind == KIND_HELLO:
+            hello = decode_json(body)
+            if hello.get("v") != PROTOCOL_VERSION:
+                raise FrameError(f"unsupported protocol version {hello.get('v')!r}")
+            try:
+                identity = (str(hello["host"]), int(hello["pid"]), float(hello["start"]))
+            except (KeyError, TypeError, ValueError):
+                raise FrameError("hello frame lacks host, pid or start") from None
+            conn.identity = identity
+            conn.label = f"pid {identity[1]} on {identity[0]}"
+            self.stats.producers.add(identity)
+            conn.expected = self._next_seq.get(identity, -1)
+            config = {"v": PROTOCOL_VERSION, "level": self._level, "max_frame": self._max_frame}
+            try:
+                conn.sock.sendall(encode_json(KIND_CONFIG, config))
+            except BlockingIOError:
+                raise FrameError("peer does not read its handshake") from None
+            conn.state = _STREAM
+            return
+        raise FrameError(f"unexpected frame kind {kind} in this state")
+
+    def _record(self, conn: _Connection, body: bytes) -> None:
+        seq, attrs = decode_record(body)
+        expected = conn.expected
+        if seq != expected and expected >= 0:
+            self._gap(conn, expected, seq)
+        conn.expected = seq + 1
+        if conn.identity is not None:
+            self._next_seq[conn.identity] = seq + 1
+        record = _new_record(_LogRecord)
+        record.__dict__.update(attrs)
+        self.stats.records += 1
+        self.handle(record)
+
+    def handle(self, record: logging.LogRecord) -> None:
+        """Give ``record`` to every sink whose level accepts it; a failing sink hurts no other."""
+        levelno = record.levelno
+        for sink in self._sinks:
+            if levelno >= sink.level:
+                try:
+                    sink.handle(record)
+                except Exception:  # a filter raised: handle() has no guard for that
+                    self.stats.sink_errors += 1
+                    sink.handleError(record)
+        if self._on_record is not None:
+            self._on_record(record)
+
+    def _gap(self, conn: _Connection, expected: int, seq: int) -> None:
+        self.stats.gaps += 1
+        if seq > expected:
+            self.stats.missing_records += seq - expected
+            self._report(
+                logging.WARNING,
+                "logfunnel: %d record(s) from %s never arrived (sequence %d to %d)",
+                seq - expected,
+                conn.label,
+                expected,
+                seq - 1,
+            )
+        else:
+            self._report(
+                logging.WARNING,
+                "logfunnel: %s sent sequence %d after %d (out of order or repeated)",
+                conn.label,
+                seq,
+                expected - 1,
+            )
+
+    def _who(self, conn: _Connection) -> str:
+        return conn.label
+
+    def _close(self, conn: _Connection, error: str | None) -> None:
+        fd = conn.sock.fileno()
+        self._connections.pop(fd, None)
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(conn.sock)
+        conn.sock.close()
+        if error is not None:
+            self._report(logging.ERROR, "logfunnel: closed %s: %s", conn.label, error)
+
+    def _close_all(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        for conn in list(self._connections.values()):
+            self._close(conn, None)
+        for sock in (self._listener, self._wake_r, self._wake_w):
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(sock)
+            sock.close()
+        self._selector.close()
+        _live_collectors.discard(self)
+
+    def _report(self, level: int, msg: str, *args: object) -> None:
+        """A record from the collector itself, straight to the sinks."""
+        record = logging.LogRecord("logfunnel", level, __file__, 0, msg, args, None)
+        record.processName = "logfunnel-collector"
+        record.created = time.time()
+        self.handle(record)
+
+
+def _after_fork_in_child() -> None:
+    for collector in list(_live_collectors):
+        collector._forget_after_fork()
+    _live_collectors.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,120 @@
+"""Multiprocessing contexts whose children attach to a funnel before user code runs.
+
+A ``FunnelContext`` is a real ``multiprocessing`` context of the chosen
+start method. It differs only in ``Process``: each process it makes carries
+the funnel's address, a plain string that survives the spawn and forkserver
+pickles, and attaches in ``run()``. ``Pool`` and ``ProcessPoolExecutor``
+create their workers through ``ctx.Process``, so they need no initializer,
+no ``Manager`` and no queue handed down.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.context as mpc
+import sys
+from typing import Any
+
+from ._handler import attach
+
+__all__ = ["FunnelContext", "funnel_context"]
+
+_crash_log = logging.getLogger("logfunnel")
+
+
+class _AttachingProcess:
+    """Mixin: attach, run, and log an uncaught exception as an ERROR record."""
+
+    _logfunnel_address: str | None = None
+
+    def run(self) -> None:
+        address = self._logfunnel_address
+        if address is not None:
+            attach(address)
+        try:
+            super().run()  # type: ignore[misc]
+        except Exception:
+            # The stdlib prints this traceback to the child's stderr only; we
+            # also put it where the rest of the log is.
+            _crash_log.exception(
+                "process %s ended by an uncaught exception", getattr(self, "name", "?")
+            )
+            raise
+
+
+class FunnelSpawnProcess(_AttachingProcess, mpc.SpawnProcess):
+    """A spawn-started process that attaches to a funnel first."""
+
+
+_PROCESS_CLASSES: dict[str, type[Any]] = {"spawn": FunnelSpawnProcess}
+_BASE_CONTEXTS: dict[str, type[Any]] = {"spawn": mpc.SpawnContext}
+
+if sys.platform != "win32":
+
+    class FunnelForkProcess(_AttachingProcess, mpc.ForkProcess):
+        """A fork-started process that attaches to a funnel first."""
+
+    class FunnelForkServerProcess(_AttachingProcess, mpc.ForkServerProcess):
+        """A forkserver-started process that attaches to a funnel first."""
+
+    _PROCESS_CLASSES["fork"] = FunnelForkProcess
+    _PROCESS_CLASSES["forkserver"] = FunnelForkServerProcess
+    _BASE_CONTEXTS["fork"] = mpc.ForkContext
+    _BASE_CONTEXTS["forkserver"] = mpc.ForkServerContext
+
+
+class FunnelContext(mpc.BaseContext):
+    """A multiprocessing context whose Process, Pool and executor workers attach.
+
+    Use it wherever a context goes: ``ctx.Process(...)``, ``ctx.Pool(...)``,
+    ``ProcessPoolExecutor(mp_context=ctx)``. Everything else (queues,
+    locks, events) behaves as in the plain context of the same start method.
+    """
+
+    def __init__(self, address: str, method: str | None = None) -> None:
+        if method is None:
+            method = multiprocessing.get_start_method(allow_none=True) or (
+                multiprocessing.get_context().get_start_method()
+            )
+        if method not in _PROCESS_CLASSES:
+            raise ValueError(
+                f"start method {method!r} is not available here; "
+                f"choose one of {sorted(_PROCESS_CLASSES)}"
+            )
+        self._address = address
+        self._name = method
+        self._base = _BASE_CONTEXTS[method]()
+        self._process_class = _PROCESS_CLASSES[method]
+
+    @property
+    def address(self) -> str:
+        """The funnel address every child attaches to."""
+        return self._address
+
+    def Process(self, *args: Any, **kwargs: Any) -> Any:
+        process = self._process_class(*args, **kwargs)
+        process._logfunnel_address = self._address
+        return process
+
+    def get_start_method(self, allow_none: bool = False) -> str:
+        return self._name
+
+    def get_context(self, method: str | None = None) -> Any:
+        if method is None or method == self._name:
+            return self
+        return FunnelContext(self._address, method)
+
+    def set_start_method(self, method: str | None, force: bool = False) -> None:
+        raise ValueError("a FunnelContext has a fixed start method; ask the funnel for another")
+
+    def _check_available(self) -> None:
+        self._base._check_available()
+
+    def __repr__(self) -> str:
+        return f"<FunnelContext {self._name} -> {self._address}>"
+
+
+def funnel_context(address: str, method: str | None = None) -> FunnelContext:
+    """A context for ``method`` (None: this platform's default) attached to ``address``."""
+    return FunnelContext(address, method)

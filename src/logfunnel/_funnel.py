@@ -1,0 +1,243 @@
+"""``Funnel``: the parent's side, one collector plus its sinks, as a context manager."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import logging.handlers
+import os
+import sys
+import threading
+import weakref
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Final
+
+from ._collector import Collector, CollectorStats
+from ._context import FunnelContext
+from ._handler import FunnelHandler, attach, detach
+from ._transport import listen, remove_private_dir
+
+__all__ = ["DEFAULT_FORMAT", "Funnel"]
+
+#: The line format of the shortcut sinks: who, when, what.
+DEFAULT_FORMAT: Final = (
+    "%(asctime)s %(processName)s[%(process)d] %(levelname)s %(name)s: %(message)s"
+)
+
+
+class Funnel:
+    """Collect the records of every process into one set of sinks.
+
+    Sinks, in order of precedence:
+
+    * ``handlers=[...]``: any ``logging.Handler`` objects, each with its own
+      formatter, level and filters, exactly as in one process;
+    * ``filename`` (with ``max_bytes``/``backups`` for size rotation, or
+      ``when``/``interval`` for time rotation) and/or ``console=True``;
+    * neither: the root logger's current handlers, so ``logging.basicConfig``
+      or ``dictConfig`` followed by ``Funnel()`` just works.
+
+    While it runs, this process is attached too, so its own records join the
+    same stream as the children's. On exit (or ``stop()``) everything already
+    sent is written, then sinks the funnel owns are flushed and closed. Sinks
+    taken from the root logger are flushed and given back to it.
+
+    ``level`` is the worker-side level: records below it are not even sent.
+    By default it is the lowest level of the sinks, or the root logger's
+    level when the sinks are the root logger's.
+    """
+
+    def __init__(
+        self,
+        filename: str | os.PathLike[str] | None = None,
+        *,
+        handlers: Iterable[logging.Handler] | None = None,
+        console: bool = False,
+        level: int | str | None = None,
+        max_bytes: int = 0,
+        backups: int = 5,
+        when: str | None = None,
+        interval: int = 1,
+        utc: bool = False,
+        encoding: str = "utf-8",
+        fmt: str = DEFAULT_FORMAT,
+        datefmt: str | None = None,
+        listen: str | None = None,
+        key: bytes | None = None,
+        attach_main: bool = True,
+    ) -> None:
+        if max_bytes and when:
+            raise ValueError("choose size rotation (max_bytes) or time rotation (when), not both")
+        if max_bytes < 0 or backups < 0:
+            raise ValueError("max_bytes and backups cannot be negative")
+        self._owned: list[logging.Handler] = []
+        root = logging.getLogger()
+        self._from_root = False
+        if handlers is not None:
+            sinks = list(handlers)
+            self._owned = list(sinks)
+        if filename is not None or console:
+            made = _shortcut_sinks(
+                filename, console, max_bytes, backups, when, interval, utc, encoding, fmt, datefmt
+            )
+            self._owned += made
+            sinks = (sinks if handlers is not None else []) + made
+        elif handlers is None:
+            sinks = list(root.handlers) or [_last_resort()]
+            self._from_root = True
+        for sink in sinks:
+            if not isinstance(sink, logging.Handler):
+                raise TypeError(f"sinks must be logging.Handler objects, not {type(sink).__name__}")
+        self.sinks: tuple[logging.Handler, ...] = tuple(sinks)
+        if level is not None:
+            self.level = logging._checkLevel(level)  # type: ignore[attr-defined]
+        elif self._from_root and root.handlers:
+            self.level = root.level
+        else:
+            self.level = min((sink.level for sink in sinks), default=0)
+        self._listen = listen
+        self._key = key
+        self._attach_main = attach_main
+        self._collector: Collector | None = None
+        self._handler: FunnelHandler | None = None
+        self._address: str | None = None
+        self._private_dir: str | None = None
+        self._socket_path: str | None = None
+        self._owner_pid = os.getpid()
+        self._state_lock = threading.Lock()
+        self._stopped = False
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> Funnel:
+        """Start the collector and attach this process; a second call raises."""
+        with self._state_lock:
+            if self._collector is not None or self._stopped:
+                raise RuntimeError("a Funnel can be started once")
+            sock, address, private_dir = listen(self._listen, self._key)
+            self._private_dir = private_dir
+            self._socket_path = address.path or None
+            self._address = str(address)
+            self._collector = Collector(sock, address, self.sinks, self.level)
+            self._collector.start()
+        if self._attach_main:
+            self._handler = attach(self._address)
+        # Forgetting stop() must not lose the tail of the log.
+        atexit.register(_stop_at_exit, weakref.ref(self))
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Drain, flush and close. Idempotent; does nothing in a fork child."""
+        if os.getpid() != self._owner_pid:
+            return
+        with self._state_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        if self._handler is not None:
+            detach(self._handler)
+        if self._collector is not None:
+            self._collector.stop(timeout)
+        for sink in self.sinks:
+            try:
+                sink.flush()
+            except Exception:
+                sink.handleError(_flush_failure_record(sink))
+        for sink in self._owned:
+            sink.close()
+        remove_private_dir(self._private_dir, self._socket_path)
+
+    def __enter__(self) -> Funnel:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- what users pass around --------------------------------------------
+
+    @property
+    def address(self) -> str:
+        """The string a process passes to ``attach()``: works in initargs, env and pickles."""
+        if self._address is None:
+            raise RuntimeError("start the Funnel first (use it in a with-block or call start())")
+        return self._address
+
+    def context(self, method: str | None = None) -> FunnelContext:
+        """A multiprocessing context ("fork", "spawn", "forkserver", None: the default)
+        whose Process, Pool and ProcessPoolExecutor children attach before they run."""
+        return FunnelContext(self.address, method)
+
+    @property
+    def stats(self) -> CollectorStats:
+        """Counts kept by the collector: records, connections, bad frames, gaps."""
+        if self._collector is None:
+            raise RuntimeError("the Funnel has not been started")
+        return self._collector.stats
+
+    @property
+    def running(self) -> bool:
+        return self._collector is not None and self._collector.running and not self._stopped
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped" if self._stopped else "new"
+        return f"<Funnel {state} {self._address or ''} sinks={len(self.sinks)}>"
+
+
+def _stop_at_exit(ref: weakref.ref[Funnel]) -> None:
+    funnel = ref()
+    if funnel is not None:
+        funnel.stop()
+
+
+def _last_resort() -> logging.Handler:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    return handler
+
+
+def _flush_failure_record(sink: logging.Handler) -> logging.LogRecord:
+    return logging.LogRecord(
+        "logfunnel", logging.ERROR, __file__, 0, "flush of %r failed", (sink,), None
+    )
+
+
+def _shortcut_sinks(
+    filename: str | os.PathLike[str] | None,
+    console: bool,
+    max_bytes: int,
+    backups: int,
+    when: str | None,
+    interval: int,
+    utc: bool,
+    encoding: str,
+    fmt: str,
+    datefmt: str | None,
+) -> list[logging.Handler]:
+    formatter = logging.Formatter(fmt, datefmt)
+    sinks: list[logging.Handler] = []
+    if filename is not None:
+        path = os.fspath(filename)
+        file_sink: logging.Handler
+        if max_bytes:
+            file_sink = logging.handlers.RotatingFileHandler(
+                path, maxBytes=max_bytes, backupCount=backups, encoding=encoding
+            )
+        elif when:
+            file_sink = logging.handlers.TimedRotatingFileHandler(
+                path, when=when, interval=interval, backupCount=backups, encoding=encoding, utc=utc
+            )
+        else:
+            file_sink = logging.FileHandler(path, encoding=encoding)
+        file_sink.setFormatter(formatter)
+        sinks.append(file_sink)
+    if console:
+        stream_sink = logging.StreamHandler(sys.stderr)
+        stream_sink.setFormatter(formatter)
+        sinks.append(stream_sink)
+    return sinks

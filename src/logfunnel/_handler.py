@@ -1,0 +1,266 @@
+"""The producer side: a ``logging.Handler`` that sends records to a collector.
+
+Each record is encoded and written to the socket before the logging call
+returns. Once the call has returned, the bytes are in the kernel, so a
+producer that then calls ``os._exit`` or is SIGKILLed has lost nothing. There
+is no buffer or thread in the producer to die with it. A full socket blocks the
+caller, so a slow collector gives backpressure and memory stays bounded.
+
+Fork safety is designed in: a fork child never writes into its parent's
+connection. ``os.register_at_fork`` drops the inherited socket in the child,
+``emit`` also checks the owner pid, and the child opens its own connection on
+its first record. ``logging`` re-creates handler locks in the child itself.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+import time
+import weakref
+from logging import Formatter, Handler, LogRecord, getLogger
+from typing import Any, Final
+
+from . import _collector
+from ._codec import encode_record
+from ._transport import ENV_ADDRESS, AttachError, client_handshake, parse_address
+
+__all__ = ["FunnelHandler", "attach", "attached", "detach"]
+
+_HOST: Final = socket.gethostname()
+_process_start = time.time()
+# After a failed connect, records go to the fallback for this long before the
+# next try, so a dead collector costs one connect attempt per interval, not per record.
+_RETRY_INTERVAL: Final = 1.0
+
+_live_handlers: weakref.WeakSet[FunnelHandler] = weakref.WeakSet()
+
+_FALLBACK_FORMAT: Final = (
+    "%(asctime)s %(processName)s[%(process)d] %(levelname)s %(name)s: %(message)s"
+    " [logfunnel: collector unreachable]"
+)
+
+
+class FunnelHandler(Handler):
+    """Send every record to the collector at ``address``.
+
+    Usable directly, or from ``dictConfig`` as ``{"class":
+    "logfunnel.FunnelHandler", "address": "..."}``. ``attach()`` is the usual
+    way in: it also routes the root logger here. The steps are split like the
+    stdlib ``QueueHandler``'s, ``emit`` calls ``prepare`` then ``send``, so a
+    subclass can change one of them.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        key: bytes | str | None = None,
+        timeout: float = 10.0,
+        level: int = 0,
+    ) -> None:
+        super().__init__(level)
+        text = address or os.environ.get(ENV_ADDRESS)
+        if not text:
+            raise ValueError(
+                f"FunnelHandler needs an address: pass the Funnel's .address or set ${ENV_ADDRESS}"
+            )
+        self._address = parse_address(text, key)
+        self.address = str(self._address)
+        self.timeout = timeout
+        #: The collector's answer to our hello (its level and frame limit).
+        self.config: dict[str, Any] = {}
+        #: Records that could not be sent and went to the fallback (stderr).
+        self.fallbacks = 0
+        self._sock: socket.socket | None = None
+        self._pid = os.getpid()
+        self._seq = 0
+        self._retry_at = 0.0
+        self._fallback_formatter = Formatter(_FALLBACK_FORMAT)
+        _live_handlers.add(self)
+
+    # -- connection --------------------------------------------------------
+
+    def connect(self) -> dict[str, Any]:
+        """Open the connection now (normally done on the first record).
+
+        Raises ``AttachError`` when no collector answers within ``timeout``.
+        """
+        with self.lock:  # type: ignore[union-attr]
+            self._connect()
+        return self.config
+
+    def _connect(self) -> None:
+        self._drop_connection()
+        self._pid = os.getpid()
+        hello = {"host": _HOST, "pid": self._pid, "start": _process_start, "seq": self._seq}
+        self._sock, self.config = client_handshake(self._address, hello, self.timeout)
+
+    def _drop_connection(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+
+    def _after_fork(self) -> None:
+        # Close our copy only (close, never shutdown: the parent still uses it).
+        self._drop_connection()
+        self._pid = os.getpid()
+        self._seq = 0
+        self._retry_at = 0.0
+        self.fallbacks = 0
+
+    # -- the logging path --------------------------------------------------
+
+    def emit(self, record: LogRecord) -> None:
+        """Encode and send; on any failure the record goes to the fallback."""
+        collector = getattr(_collector.collector_thread, "collector", None)
+        if collector is not None:
+            # A sink logged from inside the collector thread: writing to our
+            # own socket could block on the thread that must read it.
+            collector.handle(record)
+            return
+        try:
+            if self._sock is None or self._pid != os.getpid():
+                if time.monotonic() < self._retry_at:
+                    self._fallback(record, None)
+                    return
+                self._connect()
+            self.send(self.prepare(record))
+        except AttachError as exc:
+            self._retry_at = time.monotonic() + _RETRY_INTERVAL
+            self._fallback(record, exc)
+        except OSError as exc:
+            self._drop_connection()
+            self._fallback(record, exc)
+        except Exception:
+            self.handleError(record)
+
+    def prepare(self, record: LogRecord) -> bytes:
+        """The frame for ``record``; reads the record, never changes it."""
+        return encode_record(record, self._seq)
+
+    def send(self, frame: bytes) -> None:
+        """Write one frame whole; the sequence number advances only once it is out."""
+        sock = self._sock
+        assert sock is not None
+        try:
+            sock.sendall(frame)
+        except BaseException:
+            # A frame cut short leaves the stream unusable: start afresh.
+            self._drop_connection()
+            raise
+        self._seq += 1
+
+    def _fallback(self, record: LogRecord, error: BaseException | None) -> None:
+        """A record we could not send is written to stderr and counted, never dropped silently."""
+        self.fallbacks += 1
+        stream = sys.stderr
+        if stream is None:
+            return
+        try:
+            stream.write(self._fallback_formatter.format(record) + "\n")
+            if error is not None and self.fallbacks == 1:
+                stream.write(f"logfunnel: cannot send to {self.address}: {error}\n")
+            stream.flush()
+        except Exception:
+            pass
+
+    def close(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._drop_connection()
+        _live_handlers.discard(self)
+        super().close()
+
+    def __repr__(self) -> str:
+        return f"<FunnelHandler {self.address} ({self.level})>"
+
+
+def _after_fork_in_child() -> None:
+    global _process_start
+    _process_start = time.time()
+    for handler in list(_live_handlers):
+        handler._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# -- attaching a process ------------------------------------------------------
+
+_attach_lock = threading.RLock()
+# Stack of (handler, root handlers before, root level before), innermost last.
+_attachments: list[tuple[FunnelHandler, list[Handler], int]] = []
+
+
+def attach(
+    address: str | None = None,
+    *,
+    key: bytes | str | None = None,
+    level: int | None = None,
+    timeout: float = 10.0,
+) -> FunnelHandler:
+    """Make this process's root logger send every record to the collector at ``address``.
+
+    The root logger's own handlers are set aside while attached, so nothing
+    is written twice. Its level becomes the collector's level (records no
+    sink wants are not sent), unless ``level`` is given. Attaching again to
+    the same address returns the same handler. It works as a pool initializer:
+    ``Pool(n, initializer=logfunnel.attach, initargs=(funnel.address,))``.
+
+    Raises ``AttachError`` if no collector answers within ``timeout`` seconds.
+    """
+    text = address or os.environ.get(ENV_ADDRESS)
+    if not text:
+        raise ValueError(
+            f"attach() needs an address: pass the Funnel's .address or set ${ENV_ADDRESS}"
+        )
+    wanted = str(parse_address(text, key))
+    root = getLogger()
+    with _attach_lock:
+        if _attachments:
+            current = _attachments[-1][0]
+            if current.address == wanted and current in root.handlers:
+                if level is not None:
+                    root.setLevel(level)
+                return current
+        handler = FunnelHandler(text, key=key, timeout=timeout)
+        try:
+            config = handler.connect()
+        except BaseException:
+            handler.close()
+            raise
+        _attachments.append((handler, root.handlers[:], root.level))
+        for old in root.handlers[:]:
+            root.removeHandler(old)
+        root.addHandler(handler)
+        root.setLevel(level if level is not None else int(config.get("level", 0)))
+        return handler
+
+
+def detach(handler: FunnelHandler | None = None) -> None:
+    """Undo ``attach``: the root logger gets its previous handlers and level back.
+
+    With ``handler``, only that attachment is undone (a no-op if it is not
+    the current one); without, the most recent one.
+    """
+    root = getLogger()
+    with _attach_lock:
+        if not _attachments:
+            return
+        if handler is not None and _attachments[-1][0] is not handler:
+            return
+        current, handlers, level = _attachments.pop()
+        root.removeHandler(current)
+        for old in handlers:
+            root.addHandler(old)
+        root.setLevel(level)
+        current.close()
+
+
+def attached() -> FunnelHandler | None:
+    """The handler this process sends through, or None."""
+    with _attach_lock:
+        return _attachments[-1][0] if _attachments else None
