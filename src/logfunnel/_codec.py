@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import struct
-from typing import Any, Final
+from typing import Any, Final, cast
 
 __all__ = [
     "HEADER",
@@ -220,7 +220,7 @@ def encode_record(record: logging.LogRecord, seq: int, message: str | None = Non
 
 def _clamp_int32(value: object) -> int:
     try:
-        number = int(value)  # type: ignore[call-overload]
+        number = int(cast(Any, value))
     except Exception:
         return 0
     return max(-(2**31), min(2**31 - 1, number))
