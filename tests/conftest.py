@@ -1,0 +1,49 @@
+"""Shared fixtures: start methods, and a root logger that no test can leak."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+import logfunnel
+
+#: Every start method this platform has; multiprocess tests run under each.
+START_METHODS = [m for m in ("fork", "spawn", "forkserver") if m in multiprocessing.get_all_start_methods()]
+
+
+@pytest.fixture(params=START_METHODS)
+def start_method(request: pytest.FixtureRequest) -> str:
+    """Each multiprocess test runs once per start method."""
+    method: str = request.param
+    return method
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Put the root logger (handlers, level) and logfunnel attachments back after each test."""
+    root = logging.getLogger()
+    handlers = root.handlers[:]
+    level = root.level
+    yield
+    while logfunnel.attached() is not None:
+        logfunnel.detach()
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Spawned children re-import test helpers by module name; make sure the
+    # tests folder is importable in them whatever pytest's import mode is.
+    tests_dir = str(__import__("pathlib").Path(__file__).parent)
+    if tests_dir not in sys.path:
+        sys.path.insert(0, tests_dir)
