@@ -116,8 +116,13 @@ def safe_message(record: logging.LogRecord) -> str:
         return record.getMessage()
     except Exception as exc:
         args = record.args
+        shown = (
+            "(" + ", ".join(map(safe_repr, args)) + ("," if len(args) == 1 else "") + ")"
+            if isinstance(args, tuple)
+            else safe_repr(args)
+        )
         return (
-            f"{safe_repr(record.msg)} % {safe_repr(args)}"
+            f"{safe_repr(record.msg)} % {shown}"
             f" [logfunnel: message could not be formatted: {type(exc).__name__}: "
             f"{_safe_str(exc)}]"
         )

@@ -1,0 +1,159 @@
+"""Functions run in child processes by the core tests.
+
+They live in an importable module (not in the test files) so that spawn and
+forkserver children can find them by name. None of them sets up logging:
+that is the point.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+import logfunnel
+
+log = logging.getLogger("worker")
+
+#: Every BIG_EVERY-th record of the torn-record scenario is BIG_SIZE bytes long.
+BIG_EVERY = 500
+BIG_SIZE = 64 * 1024
+
+
+def steps(index: int, count: int = 10) -> None:
+    """The issue's worker: plain logging calls and nothing else."""
+    for step in range(count):
+        log.info("worker %d step %d", index, step)
+
+
+def steps_returning(index: int, count: int) -> int:
+    """Logs right before returning, as pool tasks do."""
+    for step in range(count):
+        log.info("task %d record %d", index, step)
+    return index
+
+
+def attach_then_steps(address: str, index: int, count: int) -> None:
+    """A child that attaches by hand (twice, which must not double anything)."""
+    logfunnel.attach(address)
+    logfunnel.attach(address)
+    steps_returning(index, count)
+
+
+def exit_hard(index: int, count: int) -> None:
+    """Log, then leave with os._exit: no atexit, no flush, nothing of Python's shutdown."""
+    steps_returning(index, count)
+    os._exit(1)
+
+
+def wait_for_kill(index: int, count: int, logged: Any, never: Any) -> None:
+    """Log, tell the parent the calls returned, then wait to be SIGKILLed."""
+    steps_returning(index, count)
+    logged.set()
+    never.wait(60)
+    os._exit(3)
+
+
+def raise_after(index: int, count: int) -> None:
+    """Log, then die of an uncaught exception."""
+    steps_returning(index, count)
+    raise RuntimeError(f"worker {index} failed on purpose")
+
+
+def torn_message(index: int, number: int) -> str:
+    """The exact text record ``number`` of worker ``index`` must arrive with."""
+    if number % BIG_EVERY == 0:
+        head = f"w{index} n{number} big "
+        return head + "x" * (BIG_SIZE - len(head))
+    if number % 7 == 0:
+        return f"w{index} n{number} line one\n  line two\n  line three"
+    return f"w{index} n{number} short"
+
+
+def many_mixed(index: int, count: int) -> None:
+    """Short, multi-line and 64 KiB messages, as fast as possible."""
+    for number in range(count):
+        log.info("%s", torn_message(index, number))
+
+
+class Unpicklable:
+    """An argument no pickle and no JSON can carry."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def __str__(self) -> str:
+        return "unpicklable-but-printable"
+
+
+class BrokenStr:
+    """An argument whose __str__ and __repr__ raise."""
+
+    def __str__(self) -> str:
+        raise ValueError("no str for you")
+
+    def __repr__(self) -> str:
+        raise ValueError("no repr either")
+
+
+def bad_inputs() -> None:
+    """Each of the issue's bad inputs once; none may escape into this caller."""
+    log.warning("unpicklable %s", Unpicklable())
+    log.warning("broken str %s", BrokenStr())
+    log.warning("lone surrogate \ud800 here")
+    log.warning("huge %s", "h" * (10 * 1024 * 1024))
+    log.warning("odd extra", extra={"obj": object(), "numbers": {1, 2}, "nested": {"a": [1, None]}})
+    log.warning("done with bad inputs")
+
+
+def record_attributes() -> None:
+    """One record with every attribute the sinks may format."""
+    try:
+        raise KeyError("boom")
+    except KeyError:
+        log.error("failed for %s", "alice", exc_info=True, stack_info=True, extra={"user": "alice"})
+
+
+def levels() -> None:
+    """Records at every level; the funnel decides which are even sent."""
+    log.debug("debug record")
+    log.info("info record")
+    log.warning("warning record")
+    log.error("error record")
+
+
+def forks_a_grandchild() -> None:
+    """An attached child forks; its own child must connect on its own."""
+    log.info("child before fork")
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        log.info("grandchild %d", os.getpid())
+        os.write(write_fd, b"k")
+        os._exit(0)
+    os.close(write_fd)
+    os.read(read_fd, 1)
+    os.waitpid(pid, 0)
+    log.info("child after fork")
+
+
+def root_level() -> int:
+    """The child's root level, as attach() left it."""
+    return logging.getLogger().level
+
+
+def kill_self_mid_frame() -> None:
+    """Send half a frame on this process's connection, then SIGKILL ourselves."""
+    handler = logfunnel.attached()
+    assert handler is not None
+    log.info("before the torn frame")
+    frame = handler.prepare(logging.LogRecord("worker", logging.INFO, __file__, 1, "torn", None, None))
+    sock = handler._sock
+    assert sock is not None
+    sock.sendall(frame[: len(frame) // 2])
+    sys.stdout.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
