@@ -85,8 +85,14 @@ class TestTheIssueProgram:
             with ctx.Pool(4) as pool:
                 pool.map(_workers.steps, range(10, 20))
         lines = []
-        for name in ["mptest4.log.5", "mptest4.log.4", "mptest4.log.3", "mptest4.log.2",
-                     "mptest4.log.1", "mptest4.log"]:
+        for name in [
+            "mptest4.log.5",
+            "mptest4.log.4",
+            "mptest4.log.3",
+            "mptest4.log.2",
+            "mptest4.log.1",
+            "mptest4.log",
+        ]:
             if (tmp_path / name).exists():
                 lines += (tmp_path / name).read_text().splitlines()
         seen: dict[tuple[int, int], int] = {}
@@ -106,9 +112,11 @@ class TestNothingLost:
     def test_pool_with_block_terminate_loses_nothing(self, start_method: str) -> None:
         """Tasks that log right before returning keep every record through terminate()."""
         capture = Capture()
-        with logfunnel.Funnel(handlers=[capture]) as funnel:
-            with funnel.context(start_method).Pool(8) as pool:
-                pool.starmap(_workers.steps_returning, [(t, 1000) for t in range(8)])
+        with (
+            logfunnel.Funnel(handlers=[capture]) as funnel,
+            funnel.context(start_method).Pool(8) as pool,
+        ):
+            pool.starmap(_workers.steps_returning, [(t, 1000) for t in range(8)])
         assert_all_once(capture, 8, 1000)
 
     def test_os_exit_after_logging(self, start_method: str) -> None:
@@ -146,7 +154,9 @@ class TestNothingLost:
             join_all([proc])
         assert proc.exitcode == 1
         assert_all_once(capture, 1, 300)
-        crashes = [r for r in capture.records if r.name == "logfunnel" and r.levelno == logging.ERROR]
+        crashes = [
+            r for r in capture.records if r.name == "logfunnel" and r.levelno == logging.ERROR
+        ]
         assert len(crashes) == 1
         assert crashes[0].exc_text is not None
         assert "RuntimeError: worker 0 failed on purpose" in crashes[0].exc_text
@@ -169,7 +179,9 @@ class TestNothingTornOrDoubled:
         workers, count = 8, 5000
         with logfunnel.Funnel(handlers=[capture]) as funnel:
             ctx = funnel.context(start_method)
-            procs = [ctx.Process(target=_workers.many_mixed, args=(w, count)) for w in range(workers)]
+            procs = [
+                ctx.Process(target=_workers.many_mixed, args=(w, count)) for w in range(workers)
+            ]
             for proc in procs:
                 proc.start()
             join_all(procs)
@@ -200,7 +212,7 @@ class TestAttach:
     def test_process_pool_executor_initializer(self, start_method: str) -> None:
         """ProcessPoolExecutor attaches through initializer=attach."""
         capture = Capture()
-        with logfunnel.Funnel(handlers=[capture]) as funnel:
+        with logfunnel.Funnel(handlers=[capture]) as funnel:  # noqa: SIM117 - the pool needs the address
             with concurrent.futures.ProcessPoolExecutor(
                 2,
                 mp_context=multiprocessing.get_context(start_method),
@@ -230,7 +242,7 @@ class TestAttach:
         assert_all_once(capture, 1, 100)
 
     def test_fork_child_of_attached_process_connects_on_its_own(self, start_method: str) -> None:
-        """A grandchild made by os.fork gets its own connection; the parent's stream stays intact."""
+        """A grandchild made by os.fork connects on its own; the parent's stream stays intact."""
         capture = Capture()
         with logfunnel.Funnel(handlers=[capture]) as funnel:
             proc = funnel.context(start_method).Process(target=_workers.forks_a_grandchild)
@@ -288,7 +300,7 @@ class TestAttach:
 
 class TestRecords:
     def test_standard_attributes_and_extra_survive(self, start_method: str) -> None:
-        """Process, thread, location, exception and stack text and extra fields all reach the sink."""
+        """Process, thread, location, exception, stack and extra fields all reach the sink."""
         capture = Capture()
         formatter = logging.Formatter(
             "%(user)s|%(processName)s|%(funcName)s|%(levelname)s|%(message)s"
@@ -349,7 +361,9 @@ class TestRecords:
 
 
 class TestBadInput:
-    def test_bad_input_arrives_readable(self, start_method: str, capfd: pytest.CaptureFixture[str]) -> None:
+    def test_bad_input_arrives_readable(
+        self, start_method: str, capfd: pytest.CaptureFixture[str]
+    ) -> None:
         """Unpicklable, broken, surrogate, 10 MiB and odd-extra records all arrive readable."""
         capture = Capture()
         with logfunnel.Funnel(handlers=[capture]) as funnel:
@@ -416,10 +430,12 @@ class TestPrivacy:
         with logfunnel.Funnel(handlers=[capture], listen="tcp://127.0.0.1:0") as funnel:
             assert "?key=" in funnel.address
             wrong = re.sub(r"key=[0-9a-f]+", "key=" + "00" * 32, funnel.address)
-            with pytest.raises(logfunnel.AttachError, match="handshake|authentication|closed"):
+            with pytest.raises(logfunnel.AttachError, match=r"handshake|authentication|closed"):
                 logfunnel.FunnelHandler(wrong, timeout=5).connect()
             handler = logfunnel.FunnelHandler(funnel.address)
-            handler.handle(logging.LogRecord("worker", logging.WARNING, "f", 1, "by key", None, None))
+            handler.handle(
+                logging.LogRecord("worker", logging.WARNING, "f", 1, "by key", None, None)
+            )
             handler.close()
         assert "by key" in capture.messages()
 
@@ -455,6 +471,7 @@ class TestLifecycle:
         """Records of each thread arrive in the order that thread logged them."""
         capture = Capture()
         with logfunnel.Funnel(handlers=[capture]):
+
             def run(index: int) -> None:
                 for number in range(2000):
                     logging.getLogger("worker").warning("task %d record %d", index, number)
