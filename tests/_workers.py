@@ -151,7 +151,9 @@ def kill_self_mid_frame() -> None:
     handler = logfunnel.attached()
     assert handler is not None
     log.info("before the torn frame")
-    frame = handler.prepare(logging.LogRecord("worker", logging.INFO, __file__, 1, "torn", None, None))
+    frame = handler.prepare(
+        logging.LogRecord("worker", logging.INFO, __file__, 1, "torn", None, None)
+    )
     sock = handler._sock
     assert sock is not None
     sock.sendall(frame[: len(frame) // 2])

@@ -12,7 +12,9 @@ import pytest
 import logfunnel
 
 #: Every start method this platform has; multiprocess tests run under each.
-START_METHODS = [m for m in ("fork", "spawn", "forkserver") if m in multiprocessing.get_all_start_methods()]
+START_METHODS = [
+    m for m in ("fork", "spawn", "forkserver") if m in multiprocessing.get_all_start_methods()
+]
 
 
 @pytest.fixture(params=START_METHODS)
