@@ -28,14 +28,19 @@ __all__ = [
     "KIND_CONFIG",
     "KIND_HELLO",
     "KIND_RECORD",
+    "KIND_TEXT",
     "MAX_FRAME",
+    "ONE_TEXT",
     "PROTOCOL_VERSION",
     "STANDARD_ATTRS",
     "FrameError",
     "decode_json",
     "decode_record",
+    "decode_text",
     "encode_json",
     "encode_record",
+    "encode_text",
+    "record_body",
     "safe_message",
     "safe_repr",
 ]
@@ -50,6 +55,7 @@ KIND_HELLO: Final = 1
 KIND_CONFIG: Final = 2
 KIND_RECORD: Final = 3
 KIND_AUTH: Final = 4
+KIND_TEXT: Final = 5
 
 HEADER: Final = struct.Struct("<IB")
 
@@ -72,6 +78,11 @@ _STRING_FIELDS: Final = (
 _EXTRA_INDEX: Final = len(_STRING_FIELDS)
 _RECORD: Final = struct.Struct(f"<dddiiqQQ{len(_STRING_FIELDS) + 1}I")
 _FRAME_PREFIX: Final = struct.Struct("<IB")
+# levelno, seq, number of texts, length of the structured record (0: none).
+_TEXT_HEAD: Final = struct.Struct("<iQHI")
+#: A whole text frame header with exactly one text: prefix, head, its length.
+ONE_TEXT: Final = struct.Struct("<IBiQHII")
+_ONE_TEXT: Final = ONE_TEXT
 
 #: Attributes that every LogRecord has; anything else on a record came from
 #: ``extra=`` (or a filter) and travels in the JSON ``extra`` field.
@@ -181,18 +192,19 @@ def _truncate(data: bytes, budget: int) -> bytes:
     return data[:budget].decode("utf-8", "ignore").encode() + mark
 
 
-def encode_record(record: logging.LogRecord, seq: int, message: str | None = None) -> bytes:
-    """One complete frame (length prefix included) for ``record``.
+def encode_record(record: logging.LogRecord, seq: int) -> bytes:
+    """One complete record frame (length prefix included) for ``record``."""
+    body = record_body(record, seq)
+    return _FRAME_PREFIX.pack(len(body) + 1, KIND_RECORD) + body
 
-    ``message`` lets a caller that already merged the message pass it in.
-    """
+
+def record_body(record: logging.LogRecord, seq: int) -> bytes:
+    """The structured record: every attribute a sink may format, as plain data."""
     d = record.__dict__
-    if message is None:
-        message = safe_message(record)
     errors = _ENCODING_ERRORS
     strings = [
         str(record.name).encode("utf-8", errors),
-        message.encode("utf-8", errors),
+        safe_message(record).encode("utf-8", errors),
         str(record.levelname).encode("utf-8", errors),
         str(record.pathname).encode("utf-8", errors),
         str(record.filename).encode("utf-8", errors),
@@ -205,8 +217,7 @@ def encode_record(record: logging.LogRecord, seq: int, message: str | None = Non
         str(record.stack_info or "").encode("utf-8", errors),
         _extra_json(d),
     ]
-    total = sum(map(len, strings))
-    if total + _RECORD.size + 1 > MAX_FRAME:
+    if sum(map(len, strings)) + _RECORD.size + 1 > MAX_FRAME:
         strings = [_truncate(s, _FIELD_BUDGET // 2) for s in strings]
     header = _RECORD.pack(
         record.created,
@@ -219,8 +230,53 @@ def encode_record(record: logging.LogRecord, seq: int, message: str | None = Non
         seq,
         *map(len, strings),
     )
-    body_len = 1 + len(header) + sum(map(len, strings))
-    return b"".join((_FRAME_PREFIX.pack(body_len, KIND_RECORD), header, *strings))
+    return b"".join((header, *strings))
+
+
+def encode_text(levelno: int, seq: int, texts: list[str], structured: bytes = b"") -> bytes:
+    """A text frame: the record already formatted once per sink format, for the
+    collector to write as it is, plus the structured record when a sink needs it."""
+    errors = _ENCODING_ERRORS
+    if len(texts) == 1 and not structured:
+        # The common case (every text sink shares one format): one pack, one join.
+        data = texts[0].encode("utf-8", errors)
+        if len(data) + 64 <= MAX_FRAME and -(2**31) <= levelno < 2**31:
+            return (
+                _ONE_TEXT.pack(
+                    _ONE_TEXT.size - 4 + len(data), KIND_TEXT, levelno, seq, 1, 0, len(data)
+                )
+                + data
+            )
+    parts = [text.encode("utf-8", errors) for text in texts]
+    if sum(map(len, parts)) + len(structured) + 64 > MAX_FRAME:
+        parts = [_truncate(part, _FIELD_BUDGET // 2) for part in parts]
+    head = _TEXT_HEAD.pack(_clamp_int32(levelno), seq, len(parts), len(structured))
+    lengths = struct.pack(f"<{len(parts)}I", *map(len, parts))
+    size = 1 + len(head) + len(lengths) + sum(map(len, parts)) + len(structured)
+    return b"".join((_FRAME_PREFIX.pack(size, KIND_TEXT), head, lengths, *parts, structured))
+
+
+def decode_text(body: bytes, count: int) -> tuple[int, int, list[bytes], bytes]:
+    """``(levelno, seq, texts, structured body)`` of a text frame with ``count`` texts.
+
+    The texts stay bytes: the collector writes them, it does not read them.
+    They are checked to be UTF-8 only when a sink decodes them.
+    """
+    head = _TEXT_HEAD.size
+    if len(body) < head:
+        raise FrameError(f"text frame too short ({len(body)} bytes)")
+    levelno, seq, ntexts, structured_len = _TEXT_HEAD.unpack_from(body, 0)
+    if ntexts != count:
+        raise FrameError(f"text frame has {ntexts} texts, this collector expects {count}")
+    lengths = struct.unpack_from(f"<{ntexts}I", body, head)
+    pos = head + 4 * ntexts
+    if pos + sum(lengths) + structured_len != len(body):
+        raise FrameError("text frame lengths do not match the frame length")
+    texts = []
+    for length in lengths:
+        texts.append(body[pos : pos + length])
+        pos += length
+    return levelno, seq, texts, body[pos:]
 
 
 def _clamp_int32(value: object) -> int:

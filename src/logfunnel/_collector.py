@@ -21,7 +21,7 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from ._codec import (
     HEADER,
@@ -29,13 +29,17 @@ from ._codec import (
     KIND_CONFIG,
     KIND_HELLO,
     KIND_RECORD,
+    KIND_TEXT,
     MAX_FRAME,
+    ONE_TEXT,
     PROTOCOL_VERSION,
     FrameError,
     decode_json,
     decode_record,
+    decode_text,
     encode_json,
 )
+from ._sinks import TextWriter, text_spec
 from ._transport import Address, answer_challenge, challenge_frame
 
 __all__ = ["Collector", "CollectorStats", "collector_thread"]
@@ -45,6 +49,10 @@ _CONTROL_LIMIT: Final = 1 << 16
 # How long a TCP drain waits for bytes still in flight on loopback once the
 # readable ones are read; Unix sockets need no wait (a returned send is readable).
 _TCP_SETTLE: Final = 0.05
+
+# How many departed producers' sequence numbers are kept to spot gaps when
+# they reconnect; the oldest is forgotten first, so memory stays bounded.
+_REMEMBERED_PRODUCERS: Final = 10_000
 
 _AUTH: Final = 0
 _HELLO: Final = 1
@@ -107,6 +115,24 @@ class Collector:
         self._address = address
         self._sinks = list(sinks)
         self._level = level
+        # Per sink: its TextWriter and format index when producers can format
+        # for it (see _sinks), else (None, -1) and it gets a LogRecord.
+        self._formats: list[dict[str, Any]] = []
+        self._plan: list[tuple[logging.Handler, TextWriter | None, int]] = []
+        for sink in self._sinks:
+            spec = text_spec(sink)
+            if spec is None:
+                self._plan.append((sink, None, -1))
+                continue
+            if spec not in self._formats:
+                self._formats.append(spec)
+            assert isinstance(sink, logging.StreamHandler)
+            self._plan.append((sink, TextWriter(sink), self._formats.index(spec)))
+        self._writers = [writer for _, writer, _ in self._plan if writer is not None]
+        self._text_plan = [(sink, w.pending) for sink, w, _ in self._plan if w is not None]
+        self._structured = on_record is not None or any(w is None for _, w, _ in self._plan)
+        # All sinks take text of one format: frames need no decoding beyond a header.
+        self._one_text = len(self._formats) == 1 and not self._structured and on_record is None
         self._max_frame = max_frame
         self._on_record = on_record
         self.stats = CollectorStats()
@@ -181,7 +207,9 @@ class Collector:
             while not self._stopping.is_set():
                 for key, _ in select():
                     self._dispatch_event(key.data, key.fileobj)
+                self._flush_writers()
             self._drain()
+            self._flush_writers()
         except BaseException as exc:  # the collector must say why it died
             self._report(logging.CRITICAL, "logfunnel collector stopped by %r", exc)
             raise
@@ -282,6 +310,10 @@ class Collector:
         n = len(buf)
         pos = 0
         unpack = HEADER.unpack_from
+        one_text = self._one_text and conn.state == _STREAM
+        one_size = ONE_TEXT.size
+        unpack_one = ONE_TEXT.unpack_from
+        text_plan = self._text_plan
         try:
             while n - pos >= 5:
                 length, kind = unpack(buf, pos)
@@ -291,9 +323,26 @@ class Collector:
                 end = pos + 4 + length
                 if end > n:
                     break
+                if one_text and kind == KIND_TEXT and length >= one_size - 4:
+                    # Hot path, inlined: header check, sequence, append the line.
+                    _, _, levelno, seq, ntexts, structured, size = unpack_one(buf, pos)
+                    if ntexts != 1 or structured or one_size + size != end - pos:
+                        raise FrameError("text frame lengths do not match the frame length")
+                    if seq != conn.expected:
+                        self._gap(conn, conn.expected, seq)
+                    conn.expected = seq + 1
+                    text = bytes(buf[pos + one_size : end])
+                    for sink, pending in text_plan:
+                        if levelno >= sink.level:
+                            pending.append(text)
+                    self.stats.records += 1
+                    pos = end
+                    continue
                 body = bytes(buf[pos + 5 : end])
                 pos = end
-                if kind == KIND_RECORD and conn.state == _STREAM:
+                if kind == KIND_TEXT and conn.state == _STREAM:
+                    self._text(conn, body)
+                elif kind == KIND_RECORD and conn.state == _STREAM:
                     self._record(conn, body)
                 else:
                     self._control(conn, kind, body)
@@ -325,8 +374,19 @@ class Collector:
             conn.identity = identity
             conn.label = f"pid {identity[1]} on {identity[0]}"
             self.stats.producers.add(identity)
-            conn.expected = self._next_seq.get(identity, -1)
-            config = {"v": PROTOCOL_VERSION, "level": self._level, "max_frame": self._max_frame}
+            # A producer that reconnects continues its sequence; what the
+            # last connection saw tells whether records went missing between.
+            try:
+                conn.expected = self._next_seq.get(identity, int(hello.get("seq", 0)))
+            except (TypeError, ValueError):
+                raise FrameError("hello frame has a bad sequence number") from None
+            config = {
+                "v": PROTOCOL_VERSION,
+                "level": self._level,
+                "max_frame": self._max_frame,
+                "formats": self._formats,
+                "structured": self._structured,
+            }
             try:
                 conn.sock.sendall(encode_json(KIND_CONFIG, config))
             except BlockingIOError:
@@ -335,31 +395,59 @@ class Collector:
             return
         raise FrameError(f"unexpected frame kind {kind} in this state")
 
+    def _sequence(self, conn: _Connection, seq: int) -> None:
+        if seq != conn.expected:
+            self._gap(conn, conn.expected, seq)
+        conn.expected = seq + 1
+        self.stats.records += 1
+
     def _record(self, conn: _Connection, body: bytes) -> None:
         seq, attrs = decode_record(body)
-        expected = conn.expected
-        if seq != expected and expected >= 0:
-            self._gap(conn, expected, seq)
-        conn.expected = seq + 1
-        if conn.identity is not None:
-            self._next_seq[conn.identity] = seq + 1
-        record = _new_record(_LogRecord)
-        record.__dict__.update(attrs)
-        self.stats.records += 1
-        self.handle(record)
+        self._sequence(conn, seq)
+        self.handle(_make_record(attrs))
+
+    def _text(self, conn: _Connection, body: bytes) -> None:
+        """A record the producer formatted: text sinks get its lines, others the record."""
+        levelno, seq, texts, structured = decode_text(body, len(self._formats))
+        record = None
+        if structured:
+            record = _make_record(decode_record(structured)[1])
+        elif self._structured:
+            raise FrameError("a sink needs the structured record and the producer sent none")
+        self._sequence(conn, seq)
+        for sink, writer, index in self._plan:
+            if levelno < sink.level:
+                continue
+            if writer is not None:
+                writer.pending.append(texts[index])
+            else:
+                assert record is not None
+                self._deliver(sink, record)
+        if self._on_record is not None and record is not None:
+            self._on_record(record)
 
     def handle(self, record: logging.LogRecord) -> None:
         """Give ``record`` to every sink whose level accepts it; a failing sink hurts no other."""
         levelno = record.levelno
-        for sink in self._sinks:
+        for sink, writer, _ in self._plan:
             if levelno >= sink.level:
-                try:
-                    sink.handle(record)
-                except Exception:  # a filter raised: handle() has no guard for that
-                    self.stats.sink_errors += 1
-                    sink.handleError(record)
+                if writer is not None and writer.pending:
+                    writer.flush()  # keep this sink's order
+                self._deliver(sink, record)
         if self._on_record is not None:
             self._on_record(record)
+
+    def _deliver(self, sink: logging.Handler, record: logging.LogRecord) -> None:
+        try:
+            sink.handle(record)
+        except Exception:  # a filter raised: handle() has no guard for that
+            self.stats.sink_errors += 1
+            sink.handleError(record)
+
+    def _flush_writers(self) -> None:
+        for writer in self._writers:
+            if writer.pending:
+                writer.flush()
 
     def _gap(self, conn: _Connection, expected: int, seq: int) -> None:
         self.stats.gaps += 1
@@ -386,6 +474,10 @@ class Collector:
         return conn.label
 
     def _close(self, conn: _Connection, error: str | None) -> None:
+        if conn.identity is not None:
+            self._next_seq[conn.identity] = conn.expected
+            if len(self._next_seq) > _REMEMBERED_PRODUCERS:
+                del self._next_seq[next(iter(self._next_seq))]
         fd = conn.sock.fileno()
         self._connections.pop(fd, None)
         with contextlib.suppress(KeyError, ValueError):
@@ -414,6 +506,13 @@ class Collector:
         record.processName = "logfunnel-collector"
         record.created = time.time()
         self.handle(record)
+
+
+def _make_record(attrs: dict[str, Any]) -> logging.LogRecord:
+    # LogRecord.__init__ would recompute what the producer already sent.
+    record = _new_record(_LogRecord)
+    record.__dict__.update(attrs)
+    return record
 
 
 def _after_fork_in_child() -> None:

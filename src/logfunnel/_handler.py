@@ -24,7 +24,8 @@ from logging import Formatter, Handler, LogRecord, getLogger
 from typing import Any, Final
 
 from . import _collector
-from ._codec import encode_record
+from ._codec import encode_record, encode_text, record_body
+from ._sinks import ProducerFormatter, format_text
 from ._transport import ENV_ADDRESS, AttachError, client_handshake, parse_address
 
 __all__ = ["FunnelHandler", "attach", "attached", "detach"]
@@ -79,6 +80,9 @@ class FunnelHandler(Handler):
         self._seq = 0
         self._retry_at = 0.0
         self._fallback_formatter = Formatter(_FALLBACK_FORMAT)
+        # The collector's text sinks, formatted here (see _sinks); empty: none.
+        self._formatters: list[ProducerFormatter] = []
+        self._structured = True
         _live_handlers.add(self)
 
     # -- connection --------------------------------------------------------
@@ -97,6 +101,8 @@ class FunnelHandler(Handler):
         self._pid = os.getpid()
         hello = {"host": _HOST, "pid": self._pid, "start": _process_start, "seq": self._seq}
         self._sock, self.config = client_handshake(self._address, hello, self.timeout)
+        self._formatters = [ProducerFormatter(spec) for spec in self.config.get("formats", ())]
+        self._structured = bool(self.config.get("structured", True))
 
     def _drop_connection(self) -> None:
         sock, self._sock = self._sock, None
@@ -138,8 +144,14 @@ class FunnelHandler(Handler):
             self.handleError(record)
 
     def prepare(self, record: LogRecord) -> bytes:
-        """The frame for ``record``; reads the record, never changes it."""
-        return encode_record(record, self._seq)
+        """The frame for ``record``: the lines of the collector's text sinks,
+        formatted here, and the structured record if another sink needs it."""
+        formatters = self._formatters
+        if not formatters:
+            return encode_record(record, self._seq)
+        texts = [format_text(formatter, record) for formatter in formatters]
+        structured = record_body(record, self._seq) if self._structured else b""
+        return encode_text(record.levelno, self._seq, texts, structured)
 
     def send(self, frame: bytes) -> None:
         """Write one frame whole; the sequence number advances only once it is out."""

@@ -1,0 +1,197 @@
+"""Text sinks: producers format, the collector writes bytes in batches, output is unchanged."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import re
+import sys
+import time
+from pathlib import Path
+
+import _workers
+import pytest
+
+import logfunnel
+from logfunnel._sinks import ProducerFormatter, text_spec
+
+JOIN_TIMEOUT = 60
+LINE = re.compile(r"^\S+ \S+ (\S+)\[(\d+)\] (\w+) worker: task (\d+) record (\d+)$")
+
+
+class Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def run_tasks(funnel: logfunnel.Funnel, method: str, tasks: int, count: int) -> None:
+    ctx = funnel.context(method)
+    procs = [ctx.Process(target=_workers.steps_returning, args=(t, count)) for t in range(tasks)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(JOIN_TIMEOUT)
+        assert proc.exitcode == 0
+
+
+def read_set(path: Path) -> list[str]:
+    """The lines of a rotated set, oldest file first."""
+    rotated = sorted(
+        (p for p in path.parent.glob(path.name + ".*") if p.suffix[1:].isdigit()),
+        key=lambda p: -int(p.suffix[1:]),
+    )
+    lines: list[str] = []
+    for file in [*rotated, path]:
+        if file.exists():
+            lines += file.read_text(encoding="utf-8").splitlines()
+    return lines
+
+
+def check_once_in_order(lines: list[str], tasks: int, count: int) -> None:
+    seen: dict[int, list[int]] = {}
+    for line in lines:
+        match = LINE.match(line)
+        assert match, f"torn or foreign line {line!r}"
+        seen.setdefault(int(match.group(4)), []).append(int(match.group(5)))
+    assert {task: numbers for task, numbers in seen.items()} == {
+        task: list(range(count)) for task in range(tasks)
+    }
+
+
+class TestTextPath:
+    def test_file_sink_gets_every_line_once_in_order(
+        self, start_method: str, tmp_path: Path
+    ) -> None:
+        """With one shared format, lines formatted by producers land whole, once, in order."""
+        path = tmp_path / "app.log"
+        with logfunnel.Funnel(path, level=logging.INFO) as funnel:
+            assert funnel._collector is not None
+            assert funnel._collector._one_text
+            run_tasks(funnel, start_method, 4, 5000)
+        check_once_in_order(read_set(path), 4, 5000)
+
+    def test_size_rotation_happens_between_records(self, start_method: str, tmp_path: Path) -> None:
+        """A 10 KiB rotating sink rotates many times and loses, tears or doubles nothing."""
+        path = tmp_path / "app.log"
+        with logfunnel.Funnel(path, max_bytes=10 * 1024, backups=10_000, level=logging.INFO) as f:
+            run_tasks(f, start_method, 4, 2000)
+        files = list(tmp_path.glob("app.log*"))
+        assert len(files) > 50
+        assert all(file.stat().st_size <= 10 * 1024 for file in files)
+        check_once_in_order(read_set(path), 4, 2000)
+
+    def test_time_rotation_rolls_over_when_due(self, tmp_path: Path) -> None:
+        """A time-rotating sink rolls over on the text path when its rollover time has come."""
+        path = tmp_path / "timed.log"
+        with logfunnel.Funnel(path, when="H", backups=5) as funnel:
+            (sink,) = funnel.sinks
+            assert isinstance(sink, logging.handlers.TimedRotatingFileHandler)
+            logging.getLogger("worker").warning("task 0 record 0")
+            funnel._collector.stop()  # type: ignore[union-attr]  # drain, then inspect
+            sink.rolloverAt = int(time.time()) - 1
+            funnel._collector._writers[0].pending.append(b"after the rollover")  # type: ignore[union-attr]
+            funnel._collector._flush_writers()  # type: ignore[union-attr]
+        rotated = [p for p in tmp_path.iterdir() if p.name != "timed.log"]
+        assert len(rotated) == 1
+        assert "task 0 record 0" in rotated[0].read_text()
+        assert path.read_text() == "after the rollover\n"
+
+    def test_sink_levels_apply_to_preformatted_lines(
+        self, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        """A WARNING console beside an INFO file gets only the warnings."""
+        path = tmp_path / "app.log"
+        console = logging.StreamHandler(sys.stderr)
+        console.setLevel(logging.WARNING)
+        console.setFormatter(logging.Formatter(logfunnel.DEFAULT_FORMAT))
+        file_sink = logging.FileHandler(path)
+        file_sink.setFormatter(logging.Formatter(logfunnel.DEFAULT_FORMAT))
+        with logfunnel.Funnel(handlers=[file_sink, console], level=logging.INFO):
+            logging.getLogger("worker").info("task 0 record 0")
+            logging.getLogger("worker").warning("task 0 record 1")
+        err = capfd.readouterr().err
+        assert "task 0 record 1" in err
+        assert "task 0 record 0" not in err
+        assert len(path.read_text().splitlines()) == 2
+
+    def test_mixed_sinks_see_the_same_records(self, start_method: str, tmp_path: Path) -> None:
+        """A text sink and a record sink side by side: the same records, the same text."""
+        path = tmp_path / "app.log"
+        capture = Capture()
+        file_sink = logging.FileHandler(path)
+        formatter = logging.Formatter(logfunnel.DEFAULT_FORMAT)
+        file_sink.setFormatter(formatter)
+        with logfunnel.Funnel(handlers=[file_sink, capture], level=logging.INFO) as funnel:
+            run_tasks(funnel, start_method, 2, 500)
+        lines = path.read_text().splitlines()
+        check_once_in_order(lines, 2, 500)
+        assert lines == [formatter.format(record) for record in capture.records]
+
+    def test_bad_input_is_readable_on_the_text_path(self, tmp_path: Path) -> None:
+        """A message whose argument cannot be printed still becomes a readable line."""
+        path = tmp_path / "app.log"
+        with logfunnel.Funnel(path):
+            logging.getLogger("worker").warning("broken %s", _workers.BrokenStr())
+            logging.getLogger("worker").warning("surrogate \ud800")
+        text = path.read_text()
+        assert "'broken %s' % (<unrepresentable BrokenStr: ValueError>,)" in text
+        assert "surrogate \\ud800" in text
+
+
+class TestProducerFormatter:
+    @pytest.mark.parametrize(
+        ("fmt", "datefmt", "style"),
+        [
+            (logfunnel.DEFAULT_FORMAT, None, "%"),
+            ("%(asctime)s|%(msecs)03d|%(relativeCreated)d|%(message)s", "%H:%M:%S", "%"),
+            ("{asctime} {levelname:<8} {name} {message}", None, "{"),
+            ("$asctime $levelname $message", None, "$"),
+        ],
+    )
+    def test_formats_exactly_like_the_sink(self, fmt: str, datefmt: str | None, style: str) -> None:
+        """The producer's rebuilt formatter gives the sink formatter's exact text."""
+        sink = logging.StreamHandler()
+        sink.setFormatter(logging.Formatter(fmt, datefmt, style))  # type: ignore[arg-type]
+        spec = text_spec(sink)
+        assert spec is not None
+        producer = ProducerFormatter(spec)
+        base = time.time()
+        for offset in (0.0, 0.25, 1.5, 1.75, 3600.0):
+            record = logging.LogRecord("n", logging.INFO, "p", 1, "m %d", (7,), None)
+            record.created = base + offset
+            record.msecs = (record.created - int(record.created)) * 1000
+            assert producer.format(record) == sink.formatter.format(record)  # type: ignore[union-attr]
+
+    def test_utc_converter_is_kept(self) -> None:
+        """A formatter that converts with gmtime keeps doing so in the producer."""
+        formatter = logging.Formatter("%(asctime)s")
+        formatter.converter = time.gmtime
+        sink = logging.StreamHandler()
+        sink.setFormatter(formatter)
+        spec = text_spec(sink)
+        assert spec is not None
+        assert spec["utc"] is True
+        record = logging.LogRecord("n", logging.INFO, "p", 1, "m", None, None)
+        assert ProducerFormatter(spec).format(record) == formatter.format(record)
+
+    def test_only_plain_sinks_are_formatted_by_producers(self) -> None:
+        """Subclasses, custom formatters and filtered sinks get real records instead."""
+
+        class MyHandler(logging.StreamHandler):  # type: ignore[type-arg]
+            pass
+
+        class MyFormatter(logging.Formatter):
+            pass
+
+        filtered = logging.StreamHandler()
+        filtered.addFilter(lambda record: True)
+        custom = logging.StreamHandler()
+        custom.setFormatter(MyFormatter())
+        assert text_spec(MyHandler()) is None
+        assert text_spec(filtered) is None
+        assert text_spec(custom) is None
+        assert text_spec(logging.StreamHandler()) is not None
