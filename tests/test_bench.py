@@ -1,0 +1,197 @@
+"""`logfunnel bench`: every way runs and is accounted for, and the loss counter is real.
+
+Speed itself is not asserted here: it is what the bench reports. These tests
+prove that the command works and that its counts can be trusted.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import logfunnel
+from logfunnel._bench import _ways
+from logfunnel._bench._ways import COMPARED
+from logfunnel._bench._workload import audit, message
+from logfunnel._cli import main
+
+#: The ways that need nothing but the standard library; they always run.
+STDLIB_WAYS = {
+    "logfunnel",
+    "stdlib-queue",
+    "stdlib-manager",
+    "per-process-files",
+    "single-process",
+    "null-handler",
+}
+
+
+def _write_log(path: Path, entries: list[tuple[int, int]], size: int = 100) -> None:
+    """A log file as a sink writes it: a formatted prefix, then each message."""
+    formatter = logging.Formatter(logfunnel.DEFAULT_FORMAT)
+    lines = []
+    for worker, seq in entries:
+        record = logging.LogRecord(
+            "bench", logging.INFO, "", 0, message(worker, seq, size), (), None
+        )
+        lines.append(formatter.format(record))
+    lines.append("a line the sink wrote that is not a bench record")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+class TestAudit:
+    """Reading a way's output back counts exactly what is wrong with it."""
+
+    @pytest.mark.timeout(10)
+    def test_complete_log_is_clean(self, tmp_path: Path) -> None:
+        """Every record once, in order, gives zero of every kind of damage."""
+        log = tmp_path / "bench.log"
+        _write_log(log, [(w, s) for s in range(5) for w in range(2)])
+        result = audit([log], workers=2, records=5, size=100)
+        assert (result.expected, result.written, result.ok) == (10, 10, True)
+
+    @pytest.mark.timeout(10)
+    def test_missing_and_duplicated_record_are_counted(self, tmp_path: Path) -> None:
+        """A file lacking record 2 and holding record 3 twice reports 1 lost and 1 duplicated."""
+        log = tmp_path / "bench.log"
+        _write_log(log, [(0, 0), (0, 1), (0, 3), (0, 3), (0, 4)])
+        result = audit([log], workers=1, records=5, size=100)
+        assert (result.lost, result.duplicated, result.torn) == (1, 1, 0)
+
+    @pytest.mark.timeout(10)
+    def test_torn_record_is_torn_and_lost(self, tmp_path: Path) -> None:
+        """A message cut short counts as torn, and as lost: it never arrived whole."""
+        log = tmp_path / "bench.log"
+        _write_log(log, [(0, 0), (0, 1)])
+        text = log.read_text(encoding="utf-8").splitlines()
+        text[1] = text[1][:-10]
+        log.write_text("\n".join(text) + "\n", encoding="utf-8")
+        result = audit([log], workers=1, records=2, size=100)
+        assert (result.torn, result.lost, result.written) == (1, 1, 1)
+
+    @pytest.mark.timeout(10)
+    def test_reordered_record_is_counted_per_file(self, tmp_path: Path) -> None:
+        """A worker's sequence going backwards in a file counts; separate files do not."""
+        _write_log(tmp_path / "a.log", [(0, 0), (0, 2), (0, 1)])
+        _write_log(tmp_path / "b.log", [(1, 1)])
+        _write_log(tmp_path / "c.log", [(1, 0)])
+        result = audit(sorted(tmp_path.iterdir()), workers=2, records=3, size=100)
+        assert (result.reordered, result.lost) == (1, 1)
+
+
+class TestArguments:
+    """Bad arguments stop the command before any process starts."""
+
+    @pytest.mark.timeout(10)
+    @pytest.mark.parametrize(
+        "argv",
+        [["--processes", "0"], ["--size", "10"], ["--ways", "nosuch"], ["--method", "nosuch"]],
+    )
+    def test_bad_arguments_exit_2(
+        self, argv: list[str], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Exit code 2 and a message naming the problem, nothing measured."""
+        assert main(["bench", *argv]) == 2
+        captured = capsys.readouterr()
+        assert captured.err.startswith("logfunnel bench: ")
+        assert captured.out == ""
+
+
+class TestQuickRun:
+    """The command CI runs: a tiny comparison of every way, under fork and spawn."""
+
+    @pytest.mark.timeout(90)
+    def test_quick_run_accounts_for_every_way(self, tmp_path: Path) -> None:
+        """Each way ran or was skipped with a reason, and logfunnel lost nothing."""
+        out = tmp_path / "results.json"
+        result = subprocess.run(
+            [sys.executable, "-m", "logfunnel", "bench", "--quick", "--json", str(out)],
+            capture_output=True,
+            text=True,
+            timeout=80,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        results: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+        methods = results["params"]["methods"]
+        assert set(results["compare"]) == set(methods)
+        for method in methods:
+            rows = {row["way"]: row for row in results["compare"][method]}
+            skipped = {s["way"] for s in results["skipped"] if s["method"] == method}
+            assert set(rows) >= STDLIB_WAYS
+            assert set(rows) | skipped == set(COMPARED)
+            assert f"{method}: 2 processes x 2,000 records" in result.stdout
+            logfunnel_row = rows["logfunnel"]
+            assert logfunnel_row["lost"] == 0
+            assert logfunnel_row["duplicated"] == 0
+            assert logfunnel_row["reordered"] == 0
+            assert logfunnel_row["rate_vs_logfunnel"] == 1.0
+            assert all(row["records_per_s"] > 0 for row in rows.values())
+        for line in result.stdout.splitlines():
+            if line.startswith("logfunnel "):
+                assert line.split()[4:7] == ["0", "0", "0"]  # lost, dup, reord
+
+    @pytest.mark.timeout(60)
+    def test_extra_modes_run(self, tmp_path: Path) -> None:
+        """--scale, --sizes and --latency each give their table, and --plot a PNG."""
+        argv = [
+            "bench",
+            "--quick",
+            "--no-compare",
+            "--method",
+            "fork",
+            "--records",
+            "300",
+            "--scale",
+            "1,2",
+            "--sizes",
+            "1024",
+            "--latency",
+            "--latency-rate",
+            "2000",
+            "--latency-seconds",
+            "0.3",
+            "--json",
+            str(tmp_path / "results.json"),
+        ]
+        plot = importlib.util.find_spec("matplotlib") is not None
+        if plot:
+            argv += ["--plot", str(tmp_path / "chart.png")]
+        assert main(argv) == 0
+        results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+        assert {row["processes"] for row in results["scale"]["fork"]} == {1, 2}
+        assert {row["way"] for row in results["sizes"]["fork"]} == {
+            "logfunnel",
+            "per-process-files",
+            "plain-write",
+        }
+        latency = {row["way"]: row for row in results["latency"]["fork"]}
+        assert latency["logfunnel"]["latency_ms"]["samples"] == 600
+        assert latency["logfunnel"]["lost"] == 0
+        if plot:
+            assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG")
+
+    @pytest.mark.timeout(60)
+    def test_missing_peer_is_skipped_with_a_note(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Without loguru, its way is skipped with the install hint; logfunnel still runs."""
+        real_find_spec = importlib.util.find_spec
+
+        def find_spec(name: str, package: str | None = None) -> Any:
+            return None if name == "loguru" else real_find_spec(name, package)
+
+        monkeypatch.setattr(_ways.importlib.util, "find_spec", find_spec)
+        argv = ["bench", "--quick", "--method", "fork", "--ways", "loguru-enqueue"]
+        assert main(argv) == 0
+        out = capsys.readouterr().out
+        assert "note: loguru-enqueue (fork): skipped, not installed" in out
+        assert "pip install 'logfunnel[bench]'" in out
+        assert out.count("\nlogfunnel ") == 1
