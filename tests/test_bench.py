@@ -126,7 +126,7 @@ class TestQuickRun:
             rows = {row["way"]: row for row in results["compare"][method]}
             skipped = {s["way"] for s in results["skipped"] if s["method"] == method}
             assert set(rows) >= STDLIB_WAYS
-            assert set(rows) | skipped == set(COMPARED)
+            assert set(rows) | skipped == set(COMPARED), results["failed"]
             assert f"{method}: 2 processes x 2,000 records" in result.stdout
             logfunnel_row = rows["logfunnel"]
             assert logfunnel_row["lost"] == 0

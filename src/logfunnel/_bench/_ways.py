@@ -396,7 +396,9 @@ class ProcessFilesWay(Way):
     @staticmethod
     def child(arg: Any, index: int, spec: Spec) -> Emitter:
         handler_class = _from_logfunnel("ProcessFileHandler")
-        return _own_root(handler_class(os.path.join(spec.directory, "bench.log")))
+        # Its default file name pattern, in this run's directory; it keeps its own line format.
+        pattern = os.path.join(spec.directory, "logfunnel-{host}-{pid}-{start}.log")
+        return _own_root(handler_class(pattern))
 
 
 class StdlibQueueWay(Way):
