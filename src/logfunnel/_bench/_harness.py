@@ -17,6 +17,8 @@ and reads the output back.
 * The caller's CPU per logging call: the worker thread's ``thread_time``
   around the logging loop, which leaves out work that a way moves to a
   background thread.
+* The single writer's CPU: the parent's (collector or listener thread) plus
+  any helper process's, which is the cost a way moves out of the workers.
 * Peak resident memory of the single writer's process, with the kernel's
   high-water mark reset at the start (``/proc/self/clear_refs``).
 """
@@ -54,6 +56,7 @@ class Sample:
     seconds: float
     cpu: float
     caller: float
+    writer_cpu: float
     writer_rss: int | None
     audit: Audit | None
     ages: list[float] | None = field(default=None, repr=False)
@@ -130,6 +133,7 @@ def run_once(
         seconds=end - t0,
         cpu=sum(r["cpu"] for r in reports) + (cpu1 - cpu0) + (helper_cpu1 - helper_cpu0),
         caller=sum(r["caller"] for r in reports),
+        writer_cpu=(cpu1 - cpu0) + (helper_cpu1 - helper_cpu0),
         writer_rss=rss,
         audit=checked,
         ages=way.latency.ages if way.latency is not None else None,
@@ -243,6 +247,8 @@ def summarise(samples: list[Sample]) -> dict[str, Any]:
         "rates": rates,
         "cpu_us": statistics.median(s.cpu / total * 1e6 for s in samples),
         "caller_us": statistics.median(s.caller / total * 1e6 for s in samples),
+        "writer_us": statistics.median(s.writer_cpu / total * 1e6 for s in samples),
+        "writer": WAYS[first.way].writer or None,
         "writer_rss_mib": None,
         "mb_per_s": None,
         "audited": first.audit is not None,

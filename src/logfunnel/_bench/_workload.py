@@ -75,34 +75,35 @@ def audit(paths: Iterable[str | os.PathLike[str]], workers: int, records: int, s
     counts = [bytearray(records) for _ in range(workers)]
     written = duplicated = reordered = torn = total_bytes = 0
     for path in paths:
-        with open(path, "rb") as handle:
-            data = handle.read()
-        total_bytes += len(data)
+        total_bytes += os.path.getsize(path)
         last = [-1] * workers
-        for line in data.split(b"\n"):
-            at = line.find(_MARK)
-            if at < 0:
-                continue
-            body = line[at:]
-            try:
-                worker = int(body[_W])
-                seq = int(body[_S])
-            except ValueError:
-                torn += 1
-                continue
-            if body[_TAIL:] != tail or not (0 <= worker < workers and 0 <= seq < records):
-                torn += 1
-                continue
-            written += 1
-            seen = counts[worker]
-            if seen[seq]:
-                duplicated += 1
-            else:
-                seen[seq] = 1
-            if seq < last[worker]:
-                reordered += 1
-            else:
-                last[worker] = seq
+        # Line by line, so that reading a big log back does not inflate the
+        # harness's own memory, which is where a collector's peak RSS is measured.
+        with open(path, "rb") as handle:
+            for raw in handle:
+                at = raw.find(_MARK)
+                if at < 0:
+                    continue
+                body = raw[at:].rstrip(b"\n")
+                try:
+                    worker = int(body[_W])
+                    seq = int(body[_S])
+                except ValueError:
+                    torn += 1
+                    continue
+                if body[_TAIL:] != tail or not (0 <= worker < workers and 0 <= seq < records):
+                    torn += 1
+                    continue
+                written += 1
+                seen = counts[worker]
+                if seen[seq]:
+                    duplicated += 1
+                else:
+                    seen[seq] = 1
+                if seq < last[worker]:
+                    reordered += 1
+                else:
+                    last[worker] = seq
     lost = sum(seen.count(0) for seen in counts)
     return Audit(
         expected=workers * records,
