@@ -14,6 +14,7 @@ from ._collector import CollectorStats
 from ._context import FunnelContext
 from ._funnel import DEFAULT_FORMAT, Funnel
 from ._handler import FunnelHandler, attach, attached, detach
+from ._lockedfile import LockedFileHandler
 from ._transport import ENV_ADDRESS, ENV_KEY, AttachError
 
 try:
@@ -30,6 +31,7 @@ __all__ = [
     "Funnel",
     "FunnelContext",
     "FunnelHandler",
+    "LockedFileHandler",
     "__version__",
     "attach",
     "attached",

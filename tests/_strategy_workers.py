@@ -1,0 +1,259 @@
+"""Child-process functions and audits for the strategy tests: locked file, per-process files,
+rotation in the collector.
+
+They live in an importable module so that spawn and forkserver children can
+find them by name. Every record's text is derived from (worker, number), so a
+torn, mixed or doubled line shows up in the audit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import logfunnel
+
+#: The logger every worker here uses; it never propagates to a test's root logger.
+LOGGER = "strategy"
+
+_ASTRAL = ("\U0001d11e", "\U0001f600", "\U00010348", "\u00e9\u00e8", "\u4e2d\u6587")
+_RECORD = re.compile(r"W(\d+) R(\d+) \[(.*)\] end")
+
+
+def message(worker: int, number: int) -> str:
+    """The exact text of record ``number`` of ``worker``: about 110 bytes of UTF-8, astral too."""
+    chars = _ASTRAL[number % len(_ASTRAL)] * (1 + (worker + number) % 7)
+    body = f"{chars} {worker * 7919 + number:x}".ljust(80, ".")
+    return f"W{worker} R{number} [{body}] end"
+
+
+def _pause(rng: random.Random) -> None:
+    """Part of the workload: now and then a short random pause, so rotations meet writers."""
+    if rng.random() < 0.03:
+        time.sleep(rng.random() * 0.003)
+
+
+def _own_logger(handler: logging.Handler) -> logging.Logger:
+    log = logging.getLogger(LOGGER)
+    for old in log.handlers[:]:
+        log.removeHandler(old)
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
+    return log
+
+
+def log_records(worker: int, count: int, seed: int | None = None, until: float = 0.0) -> None:
+    """Log ``count`` records (and go on until the wall clock passes ``until``)."""
+    rng = random.Random(seed if seed is not None else worker)
+    log = logging.getLogger(LOGGER)
+    number = 0
+    while number < count or time.time() < until:
+        log.info("%s", message(worker, number))
+        number += 1
+        _pause(rng)
+
+
+def funnel_worker(worker: int, count: int, until: float = 0.0) -> None:
+    """A funnel child: plain logging through the root logger it was attached with."""
+    logging.getLogger(LOGGER).propagate = True
+    log_records(worker, count, until=until)
+
+
+def locked_writer(
+    path: str, worker: int, count: int, max_bytes: int, backups: int, lock_writes: bool = False
+) -> None:
+    """An unrelated process: its own LockedFileHandler on the shared path."""
+    handler = logfunnel.LockedFileHandler(
+        path, max_bytes=max_bytes, backups=backups, lock_writes=lock_writes
+    )
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    _own_logger(handler)
+    try:
+        log_records(worker, count)
+    finally:
+        handler.close()
+
+
+def timed_locked_writer(path: str, worker: int, count: int, until: float) -> None:
+    """An unrelated process writing into a shared file rotated every second."""
+    handler = logfunnel.LockedFileHandler(path, when="S", backups=0)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    _own_logger(handler)
+    try:
+        log_records(worker, count, until=until)
+    finally:
+        handler.close()
+
+
+def inherited_writer(worker: int, count: int) -> None:
+    """A fork child: logs through the handler its parent set up before forking."""
+    log_records(worker, count)
+
+
+class _BlockedInRotation(logfunnel.LockedFileHandler):
+    """Stops inside ``rotate`` (so with the exclusive lock held) until it is killed."""
+
+    ready: Any = None
+    never: Any = None
+
+    def rotate(self) -> None:
+        self.ready.set()
+        self.never.wait(120)
+        os._exit(3)
+
+
+def die_holding_the_lock(path: str, ready: Any, never: Any) -> None:
+    """Fill the file past ``max_bytes`` so the next record rotates, and block in there."""
+    handler = _BlockedInRotation(path, max_bytes=100, backups=5)
+    handler.ready, handler.never = ready, never
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log = _own_logger(handler)
+    for number in range(10):
+        log.info("%s", message(99, number))
+
+
+class _PausedWriter(logfunnel.LockedFileHandler):
+    """Stops between its "is my file current?" check and its write, until told to go on."""
+
+    paused: Any = None
+    go: Any = None
+
+    def _append(self, data: bytes) -> None:
+        self.paused.set()
+        self.go.wait(120)
+        super()._append(data)
+
+
+def pause_before_write(path: str, worker: int, paused: Any, go: Any) -> None:
+    """Log one record, stopping inside the write path at the worst moment for rotation."""
+    handler = _PausedWriter(path, max_bytes=1 << 20, backups=5)
+    handler.paused, handler.go = paused, go
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    _own_logger(handler).info("%s", message(worker, 0))
+    handler.close()
+
+
+def process_file_writer(pattern: str, worker: int, count: int) -> None:
+    """One process, one file of its own; multi-line records now and then."""
+    handler = logfunnel.ProcessFileHandler(pattern)
+    log = _own_logger(handler)
+    rng = random.Random(worker)
+    try:
+        for number in range(count):
+            if number % 97 == 5:
+                log.info("%s\n  second line\n  third line", message(worker, number))
+            else:
+                log.info("%s", message(worker, number))
+            _pause(rng)
+    finally:
+        handler.close()
+
+
+def fork_then_log(pattern: str, count: int) -> tuple[int, int]:
+    """Log, fork a child that logs through the same handler, log again; the two pids."""
+    handler = logfunnel.ProcessFileHandler(pattern)
+    _own_logger(handler)
+    log_records(0, count)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            log_records(1, count)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    log_records(2, count)
+    handler.close()
+    return os.getpid(), pid
+
+
+# -- audits ------------------------------------------------------------------
+
+
+@dataclass
+class Audit:
+    """Every line of a log set, judged against ``message()``."""
+
+    counts: dict[tuple[int, int], int] = field(default_factory=dict)
+    torn: list[str] = field(default_factory=list)
+    out_of_order: list[str] = field(default_factory=list)
+    _last: dict[int, int] = field(default_factory=dict)
+
+    def add(self, line: str) -> None:
+        match = _RECORD.search(line)
+        if match is None:
+            self.torn.append(line)
+            return
+        worker, number = int(match.group(1)), int(match.group(2))
+        if match.group(0) != message(worker, number):
+            self.torn.append(line)
+            return
+        self.counts[(worker, number)] = self.counts.get((worker, number), 0) + 1
+        if number <= self._last.get(worker, -1):
+            self.out_of_order.append(line)
+        self._last[worker] = number
+
+    def missing(self, workers: int, count: int) -> list[tuple[int, int]]:
+        return [(w, n) for w in range(workers) for n in range(count) if (w, n) not in self.counts]
+
+    def doubled(self) -> dict[tuple[int, int], int]:
+        return {key: n for key, n in self.counts.items() if n > 1}
+
+
+def audit(files: Iterable[Path], keep: re.Pattern[str] | None = None) -> Audit:
+    """Read ``files`` in the order given; only lines matching ``keep`` count, if given."""
+    result = Audit()
+    for path in files:
+        with path.open(encoding="utf-8") as handle:
+            for raw in handle:
+                line = raw.rstrip("\n")
+                if keep is None or keep.search(line):
+                    result.add(line)
+    return result
+
+
+def numbered_set(path: Path) -> list[Path]:
+    """``path`` and its numbered backups, oldest first."""
+    backups = sorted(
+        (int(p.name[len(path.name) + 1 :]), p)
+        for p in path.parent.glob(path.name + ".*")
+        if p.name[len(path.name) + 1 :].isdigit()
+    )
+    return [p for _, p in reversed(backups)] + ([path] if path.exists() else [])
+
+
+def dated_set(path: Path) -> list[Path]:
+    """``path`` and its time-stamped backups (``.YYYY-MM-DD_HH-MM-SS``), oldest first."""
+    stamped = sorted(
+        p
+        for p in path.parent.glob(path.name + ".*")
+        if re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d", p.name[len(path.name) + 1 :])
+    )
+    return stamped + ([path] if path.exists() else [])
+
+
+def blocked_on_lock(pid: int) -> bool:
+    """True when ``pid`` is waiting for a file lock (Linux ``/proc/locks``)."""
+    with open("/proc/locks") as locks:
+        return any(
+            fields[1] == "->" and fields[5] == str(pid)
+            for fields in (line.split() for line in locks)
+            if len(fields) > 5
+        )
+
+
+def wait_until(condition: Any, timeout: float = 30.0) -> bool:
+    """Poll ``condition`` (a state in the kernel, such as /proc/locks) until true or timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.005)
+    return bool(condition())

@@ -1,0 +1,460 @@
+"""LockedFileHandler: unrelated processes share one file, and rotation loses and doubles nothing."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import multiprocessing
+import os
+import re
+import signal
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+import _strategy_workers as workers
+import pytest
+
+import logfunnel
+from logfunnel import _lockedfile
+
+JOIN_TIMEOUT = 120
+HAS_PROC_LOCKS = os.path.exists("/proc/locks")
+
+
+def run_all(ctx: Any, target: Any, arg_tuples: list[tuple[Any, ...]]) -> None:
+    procs = [ctx.Process(target=target, args=args) for args in arg_tuples]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(JOIN_TIMEOUT)
+    assert [proc.exitcode for proc in procs] == [0] * len(procs)
+
+
+def lock_is_free(path: Path) -> bool:
+    """Can this process take the exclusive lock right now? (It lets go at once.)"""
+    fd = os.open(str(path) + ".lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def check_shared_file(
+    start_method: str,
+    tmp_path: Path,
+    *,
+    procs: int,
+    count: int,
+    max_bytes: int,
+    backups: int,
+    lock_writes: bool = False,
+) -> workers.Audit:
+    """Run ``procs`` unrelated writers, then check the names and lines of the rotated set."""
+    path = tmp_path / "shared.log"
+    ctx = multiprocessing.get_context(start_method)
+    run_all(
+        ctx,
+        workers.locked_writer,
+        [(str(path), w, count, max_bytes, backups, lock_writes) for w in range(procs)],
+    )
+    names = {p.name for p in tmp_path.iterdir()} - {"shared.log", "shared.log.lock"}
+    malformed = [name for name in names if not re.fullmatch(r"shared\.log\.[1-9][0-9]*", name)]
+    assert malformed == []
+    numbers = sorted(int(name.rsplit(".", 1)[1]) for name in names)
+    assert numbers == list(range(1, len(numbers) + 1))
+    files = workers.numbered_set(path)
+    # Writers append at once, so a file may pass the limit by about one record per writer.
+    oversized = [f.name for f in files if f.stat().st_size > max_bytes + procs * 200]
+    assert oversized == []
+    # A file is rotated only once full: one that waited for the lock does not rotate it again.
+    underfull = [f.name for f in files[:-1] if f.stat().st_size <= max_bytes - 200]
+    assert underfull == []
+    result = workers.audit(files)
+    assert result.torn == []
+    assert result.doubled() == {}
+    assert result.out_of_order == []
+    return result
+
+
+class TestSharedFileRotation:
+    @pytest.mark.parametrize("lock_writes", [False, True], ids=["shared-lock", "lock-every-write"])
+    def test_every_record_once_across_seventy_rotations(
+        self, start_method: str, tmp_path: Path, lock_writes: bool
+    ) -> None:
+        """4 processes x 300 records into a 1 KiB file: 70+ rotations, each record once, whole."""
+        result = check_shared_file(
+            start_method,
+            tmp_path,
+            procs=4,
+            count=300,
+            max_bytes=1024,
+            backups=10_000,
+            lock_writes=lock_writes,
+        )
+        assert result.missing(4, 300) == []
+        assert len(workers.numbered_set(tmp_path / "shared.log")) > 70
+
+    @pytest.mark.stress
+    def test_stress_ten_processes_ten_kib(self, start_method: str, tmp_path: Path) -> None:
+        """The issue's stress: 10 x 1,000 records, 10 KiB files: 70+ rotations, each record once."""
+        result = check_shared_file(
+            start_method, tmp_path, procs=10, count=1000, max_bytes=10 * 1024, backups=100_000
+        )
+        assert result.missing(10, 1000) == []
+        assert len(workers.numbered_set(tmp_path / "shared.log")) > 70
+
+    def test_small_backups_leave_exactly_backups_plus_one_files(
+        self, start_method: str, tmp_path: Path
+    ) -> None:
+        """With backups=3, many rotations end with shared.log and .1 to .3, nothing doubled."""
+        check_shared_file(start_method, tmp_path, procs=4, count=200, max_bytes=1024, backups=3)
+        names = sorted(p.name for p in tmp_path.iterdir())
+        assert names == [
+            "shared.log",
+            "shared.log.1",
+            "shared.log.2",
+            "shared.log.3",
+            "shared.log.lock",
+        ]
+
+    @pytest.mark.stress
+    def test_stress_small_backups(self, start_method: str, tmp_path: Path) -> None:
+        """10 x 1,000 records, 10 KiB files, backups=5: exactly six files remain."""
+        check_shared_file(
+            start_method, tmp_path, procs=10, count=1000, max_bytes=10 * 1024, backups=5
+        )
+        assert len(workers.numbered_set(tmp_path / "shared.log")) == 6
+
+
+@pytest.mark.skipif(not HAS_PROC_LOCKS, reason="needs /proc/locks to see who waits for a lock")
+class TestTheLock:
+    def test_rotation_waits_for_a_writer_between_its_check_and_its_write(
+        self, start_method: str, tmp_path: Path
+    ) -> None:
+        """A writer holds off rotation from its "is my file current?" check to its write; other
+        writers do not wait for it."""
+        path = tmp_path / "shared.log"
+        ctx = multiprocessing.get_context(start_method)
+        path.write_text(workers.message(50, 0) + "\n" + workers.message(50, 1) + "\n")
+        paused, go = ctx.Event(), ctx.Event()
+        writer = ctx.Process(target=workers.pause_before_write, args=(str(path), 0, paused, go))
+        writer.start()
+        assert paused.wait(JOIN_TIMEOUT)
+        # Another writer with no rotation due goes straight through.
+        run_all(ctx, workers.locked_writer, [(str(path), 1, 3, 1 << 20, 5)])
+        # One that must rotate (its limit is 100 bytes) waits for the paused writer.
+        rotator = ctx.Process(target=workers.locked_writer, args=(str(path), 2, 3, 100, 5))
+        rotator.start()
+        assert rotator.pid is not None
+        assert workers.wait_until(lambda: workers.blocked_on_lock(rotator.pid))
+        assert rotator.exitcode is None
+        go.set()
+        for proc in (writer, rotator):
+            proc.join(JOIN_TIMEOUT)
+        assert [writer.exitcode, rotator.exitcode] == [0, 0]
+        result = workers.audit(workers.numbered_set(path))
+        assert sorted(result.counts.items()) == [
+            ((0, 0), 1),
+            ((1, 0), 1),
+            ((1, 1), 1),
+            ((1, 2), 1),
+            ((2, 0), 1),
+            ((2, 1), 1),
+            ((2, 2), 1),
+            ((50, 0), 1),
+            ((50, 1), 1),
+        ]
+        assert result.torn == []
+
+    def test_a_process_killed_holding_the_lock_blocks_nobody(
+        self, start_method: str, tmp_path: Path
+    ) -> None:
+        """SIGKILL in the middle of a rotation frees the lock: the others go on, losing nothing."""
+        path = tmp_path / "shared.log"
+        ctx = multiprocessing.get_context(start_method)
+        ready, never = ctx.Event(), ctx.Event()
+        victim = ctx.Process(target=workers.die_holding_the_lock, args=(str(path), ready, never))
+        victim.start()
+        assert ready.wait(JOIN_TIMEOUT)
+        assert not lock_is_free(path)
+        assert victim.pid is not None
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.join(JOIN_TIMEOUT)
+        assert victim.exitcode == -signal.SIGKILL
+        run_all(ctx, workers.locked_writer, [(str(path), w, 100, 1024, 100) for w in range(3)])
+        result = workers.audit(workers.numbered_set(path))
+        assert result.missing(3, 100) == []
+        assert result.doubled() == {}
+        assert result.counts[(99, 0)] == 1
+        assert len(workers.numbered_set(path)) > 5
+
+    @pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork")
+    def test_a_fork_child_takes_the_lock_on_its_own(self, tmp_path: Path) -> None:
+        """A fork child does not share its parent's lock: it waits while the parent holds it."""
+        path = tmp_path / "shared.log"
+        handler = logfunnel.LockedFileHandler(path, max_bytes=1 << 20, backups=2)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log = logging.getLogger(workers.LOGGER)
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+        try:
+            log.info("%s", workers.message(0, 0))
+            assert handler._lock_fd is not None
+            fcntl.flock(handler._lock_fd, fcntl.LOCK_EX)
+            child = multiprocessing.get_context("fork").Process(
+                target=workers.inherited_writer, args=(1, 5)
+            )
+            try:
+                child.start()
+                assert child.pid is not None
+                assert workers.wait_until(lambda: workers.blocked_on_lock(child.pid))
+            finally:
+                fcntl.flock(handler._lock_fd, fcntl.LOCK_UN)
+            child.join(JOIN_TIMEOUT)
+            assert child.exitcode == 0
+            log.info("%s", workers.message(0, 1))
+        finally:
+            log.removeHandler(handler)
+            handler.close()
+        result = workers.audit([path])
+        assert sorted(result.counts) == [(0, 0), (0, 1), *((1, n) for n in range(5))]
+
+
+class TestTimeRotation:
+    def test_processes_rotating_every_second_lose_nothing(
+        self, start_method: str, tmp_path: Path
+    ) -> None:
+        """3 processes logging for 2+ seconds into a file rotated each second: each record once."""
+        path = tmp_path / "timed.log"
+        ctx = multiprocessing.get_context(start_method)
+        until = time.time() + 2.2
+        run_all(ctx, workers.timed_locked_writer, [(str(path), w, 200, until) for w in range(3)])
+        names = {p.name for p in tmp_path.iterdir()} - {"timed.log", "timed.log.lock"}
+        stamp = r"timed\.log\.\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d"
+        assert [name for name in names if not re.fullmatch(stamp, name)] == []
+        assert len(names) >= 2
+        result = workers.audit(workers.dated_set(path))
+        assert result.torn == []
+        assert result.doubled() == {}
+        assert result.out_of_order == []
+        last = {w: max(n for (v, n) in result.counts if v == w) for w in range(3)}
+        assert all(last[w] >= 199 for w in range(3))
+        assert sum(last.values()) + 3 == len(result.counts)
+
+
+class FakeClock:
+    """``time`` for the handler's module, with a wall clock the test sets."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self.module = types.SimpleNamespace(
+            time=lambda: self.now,
+            gmtime=time.gmtime,
+            localtime=time.localtime,
+            mktime=time.mktime,
+            strftime=time.strftime,
+            struct_time=time.struct_time,
+        )
+
+
+def timed_handler(path: Path, **kwargs: Any) -> tuple[logging.Logger, logfunnel.LockedFileHandler]:
+    handler = logfunnel.LockedFileHandler(path, when="S", utc=True, **kwargs)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log = logging.getLogger(f"timed.{id(handler)}")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    return log, handler
+
+
+class TestTimeRotationNames:
+    def test_each_file_is_named_for_its_period_and_backups_are_kept(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Records land in the file of their second; backups=2 keeps the two newest periods."""
+        clock = FakeClock(1000.5)
+        monkeypatch.setattr(_lockedfile, "time", clock.module)
+        path = tmp_path / "t.log"
+        log, handler = timed_handler(path, backups=2)
+        for now, text in [
+            (1000.5, "a"),
+            (1001.2, "b"),
+            (1001.7, "c"),
+            (1003.1, "d"),
+            (1004.0, "e"),
+        ]:
+            clock.now = now
+            log.info(text)
+        handler.close()
+        files = {p.name: p.read_text() for p in tmp_path.iterdir() if p.suffix != ".lock"}
+        assert files == {
+            "t.log.1970-01-01_00-16-41": "b\nc\n",
+            "t.log.1970-01-01_00-16-43": "d\n",
+            "t.log": "e\n",
+        }
+
+    def test_a_file_from_an_earlier_run_is_named_for_its_last_write(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A file the handler has no note about is rotated by its modification time."""
+        path = tmp_path / "t.log"
+        path.write_text("old\n")
+        os.utime(path, (900.25, 900.25))
+        clock = FakeClock(1000.5)
+        monkeypatch.setattr(_lockedfile, "time", clock.module)
+        log, handler = timed_handler(path)
+        log.info("new")
+        handler.close()
+        assert (tmp_path / "t.log.1970-01-01_00-15-00").read_text() == "old\n"
+        assert path.read_text() == "new\n"
+
+    def test_a_rotated_name_that_exists_is_never_overwritten(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """If the name for a period is taken, the file stays current until the next period."""
+        clock = FakeClock(1001.5)
+        monkeypatch.setattr(_lockedfile, "time", clock.module)
+        path = tmp_path / "t.log"
+        (tmp_path / "t.log.1970-01-01_00-16-41").write_text("earlier\n")
+        log, handler = timed_handler(path)
+        for now, text in [(1001.5, "b"), (1002.5, "d"), (1003.5, "e")]:
+            clock.now = now
+            log.info(text)
+        handler.close()
+        files = {p.name: p.read_text() for p in tmp_path.iterdir() if p.suffix != ".lock"}
+        assert files == {
+            "t.log.1970-01-01_00-16-41": "earlier\n",
+            "t.log.1970-01-01_00-16-42": "b\nd\n",
+            "t.log": "e\n",
+        }
+
+    def test_a_clock_that_steps_back_does_not_rotate_backwards(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A record logged after the clock stepped back joins the current file; names only grow."""
+        clock = FakeClock(1000.5)
+        monkeypatch.setattr(_lockedfile, "time", clock.module)
+        path = tmp_path / "t.log"
+        log, handler = timed_handler(path)
+        for now, text in [(1000.5, "a"), (1001.5, "b"), (1000.2, "c"), (1002.5, "d")]:
+            clock.now = now
+            log.info(text)
+        handler.close()
+        files = {p.name: p.read_text() for p in tmp_path.iterdir() if p.suffix != ".lock"}
+        assert files == {
+            "t.log.1970-01-01_00-16-40": "a\n",
+            "t.log.1970-01-01_00-16-41": "b\nc\n",
+            "t.log": "d\n",
+        }
+
+    @pytest.mark.parametrize(
+        ("when", "interval", "t", "start", "end"),
+        [
+            ("S", 1, 1000.5, 1000.0, 1001.0),
+            ("S", 10, 1005.0, 1000.0, 1010.0),
+            ("M", 1, 3599.0, 3540.0, 3600.0),
+            ("H", 2, 3 * 3600 + 5, 2 * 3600, 4 * 3600),
+            ("D", 1, 86400 * 3.5, 86400 * 3, 86400 * 4),
+            ("midnight", 1, 86400 * 3.5, 86400 * 3, 86400 * 4),
+            # 1970-01-05 was a Monday (W0), 1970-01-01 a Thursday (W3).
+            ("W0", 1, 86400 * 6.5, 86400 * 4, 86400 * 11),
+            ("W3", 1, 86400 * 6.5, 0, 86400 * 7),
+        ],
+    )
+    def test_periods_are_aligned_to_the_clock(
+        self, when: str, interval: int, t: float, start: float, end: float
+    ) -> None:
+        """Every process computes the same boundaries, whenever it started."""
+        schedule = _lockedfile._Schedule(when, interval, utc=True)
+        assert (schedule.start(t), schedule.next(schedule.start(t))) == (start, end)
+
+    @pytest.mark.parametrize("when", ["X", "W7", "second"])
+    def test_unknown_units_are_refused(self, when: str, tmp_path: Path) -> None:
+        """A unit the schedule does not know is an error, not a silent default."""
+        with pytest.raises(ValueError, match="invalid rotation interval"):
+            logfunnel.LockedFileHandler(tmp_path / "t.log", when=when)
+
+
+class TestInOneProcess:
+    def test_records_are_whole_lines_and_bad_text_stays_readable(self, tmp_path: Path) -> None:
+        """Multi-line messages, astral characters and lone surrogates are written whole."""
+        path = tmp_path / "one.log"
+        handler = logfunnel.LockedFileHandler(path)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        record = logging.LogRecord(
+            "x", logging.INFO, __file__, 1, "a\nb \U0001d11e \ud800", (), None
+        )
+        handler.handle(record)
+        handler.close()
+        assert path.read_bytes() == "a\nb \U0001d11e \\ud800\n".encode()
+
+    def test_backups_zero_never_rotates_by_size(self, tmp_path: Path) -> None:
+        """As in the stdlib, max_bytes without backups keeps one growing file (deletes nothing)."""
+        path = tmp_path / "one.log"
+        handler = logfunnel.LockedFileHandler(path, max_bytes=10)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        for n in range(5):
+            handler.handle(logging.LogRecord("x", logging.INFO, __file__, 1, f"r{n}", (), None))
+        handler.close()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["one.log", "one.log.lock"]
+        assert path.read_text() == "r0\nr1\nr2\nr3\nr4\n"
+
+    def test_a_file_removed_from_under_the_handler_is_created_again(self, tmp_path: Path) -> None:
+        """Like WatchedFileHandler: a file deleted or moved by someone else is reopened by path."""
+        path = tmp_path / "one.log"
+        handler = logfunnel.LockedFileHandler(path)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.handle(logging.LogRecord("x", logging.INFO, __file__, 1, "first", (), None))
+        path.rename(tmp_path / "moved.log")
+        handler.handle(logging.LogRecord("x", logging.INFO, __file__, 1, "second", (), None))
+        handler.close()
+        assert (tmp_path / "moved.log").read_text() == "first\n"
+        assert path.read_text() == "second\n"
+
+    @pytest.mark.parametrize(
+        ("kwargs", "error"),
+        [
+            ({"max_bytes": -1}, "negative"),
+            ({"backups": -1}, "negative"),
+            ({"max_bytes": 10, "backups": 1, "when": "S"}, "not both"),
+        ],
+    )
+    def test_contradictory_settings_are_refused(
+        self, kwargs: dict[str, Any], error: str, tmp_path: Path
+    ) -> None:
+        """Negative sizes, or size and time rotation together, raise ValueError."""
+        with pytest.raises(ValueError, match=error):
+            logfunnel.LockedFileHandler(tmp_path / "x.log", **kwargs)
+
+    def test_is_an_ordinary_handler_for_dictconfig(self, tmp_path: Path) -> None:
+        """dictConfig can build it by class name with keyword arguments."""
+        import logging.config
+
+        path = tmp_path / "dc.log"
+        logging.config.dictConfig(
+            {
+                "version": 1,
+                "disable_existing_loggers": False,
+                "handlers": {
+                    "shared": {
+                        "class": "logfunnel.LockedFileHandler",
+                        "path": str(path),
+                        "max_bytes": 1000,
+                        "backups": 2,
+                    }
+                },
+                "loggers": {"dc": {"handlers": ["shared"], "level": "INFO", "propagate": False}},
+            }
+        )
+        log = logging.getLogger("dc")
+        log.info("hello")
+        handler = log.handlers[0]
+        log.removeHandler(handler)
+        handler.close()
+        assert path.read_text() == "hello\n"
