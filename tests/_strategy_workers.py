@@ -157,21 +157,34 @@ def process_file_writer(pattern: str, worker: int, count: int) -> None:
         handler.close()
 
 
-def fork_then_log(pattern: str, count: int) -> tuple[int, int]:
-    """Log, fork a child that logs through the same handler, log again; the two pids."""
+def process_file_then_wait(pattern: str, count: int, logged: Any, never: Any) -> None:
+    """Log ``count`` records, tell the parent, then wait to be SIGKILLed."""
+    handler = logfunnel.ProcessFileHandler(pattern)
+    _own_logger(handler)
+    log_records(0, count)
+    logged.set()
+    never.wait(120)
+    os._exit(3)
+
+
+def fork_then_log(pattern: str, count: int) -> None:
+    """Log, fork a child that logs through the same handler, then log again."""
     handler = logfunnel.ProcessFileHandler(pattern)
     _own_logger(handler)
     log_records(0, count)
     pid = os.fork()
     if pid == 0:
+        code = 1
         try:
             log_records(1, count)
+            code = 0
         finally:
-            os._exit(0)
-    os.waitpid(pid, 0)
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        raise RuntimeError(f"the fork child failed with status {status}")
     log_records(2, count)
     handler.close()
-    return os.getpid(), pid
 
 
 # -- audits ------------------------------------------------------------------

@@ -15,6 +15,7 @@ from ._context import FunnelContext
 from ._funnel import DEFAULT_FORMAT, Funnel
 from ._handler import FunnelHandler, attach, attached, detach
 from ._lockedfile import LockedFileHandler
+from ._processfile import ProcessFileHandler
 from ._transport import ENV_ADDRESS, ENV_KEY, AttachError
 
 try:
@@ -32,6 +33,7 @@ __all__ = [
     "FunnelContext",
     "FunnelHandler",
     "LockedFileHandler",
+    "ProcessFileHandler",
     "__version__",
     "attach",
     "attached",
