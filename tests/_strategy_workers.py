@@ -50,21 +50,26 @@ def _own_logger(handler: logging.Handler) -> logging.Logger:
     return log
 
 
-def log_records(worker: int, count: int, seed: int | None = None, until: float = 0.0) -> None:
-    """Log ``count`` records (and go on until the wall clock passes ``until``)."""
-    rng = random.Random(seed if seed is not None else worker)
+def log_records(worker: int, count: int, until: float = 0.0, pace: float = 0.0) -> None:
+    """Log ``count`` records, and go on until the wall clock passes ``until``, ``pace`` apart."""
+    rng = random.Random(worker)
     log = logging.getLogger(LOGGER)
     number = 0
     while number < count or time.time() < until:
         log.info("%s", message(worker, number))
         number += 1
         _pause(rng)
+        if pace:
+            time.sleep(pace)
 
 
-def funnel_worker(worker: int, count: int, until: float = 0.0) -> None:
-    """A funnel child: plain logging through the root logger it was attached with."""
+def funnel_worker(worker: int, count: int, seconds: float = 0.0, pace: float = 0.0) -> None:
+    """A funnel child: plain logging through the root logger it was attached with.
+
+    With ``seconds``, it goes on logging for that long after it starts.
+    """
     logging.getLogger(LOGGER).propagate = True
-    log_records(worker, count, until=until)
+    log_records(worker, count, time.time() + seconds if seconds else 0.0, pace)
 
 
 def locked_writer(
@@ -82,13 +87,13 @@ def locked_writer(
         handler.close()
 
 
-def timed_locked_writer(path: str, worker: int, count: int, until: float) -> None:
-    """An unrelated process writing into a shared file rotated every second."""
+def timed_locked_writer(path: str, worker: int, count: int, seconds: float) -> None:
+    """An unrelated process writing for ``seconds`` into a shared file rotated every second."""
     handler = logfunnel.LockedFileHandler(path, when="S", backups=0)
     handler.setFormatter(logging.Formatter("%(message)s"))
     _own_logger(handler)
     try:
-        log_records(worker, count, until=until)
+        log_records(worker, count, time.time() + seconds, pace=0.0005)
     finally:
         handler.close()
 

@@ -112,7 +112,11 @@ class TestSharedFileRotation:
         self, start_method: str, tmp_path: Path
     ) -> None:
         """With backups=3, many rotations end with shared.log and .1 to .3, nothing doubled."""
-        check_shared_file(start_method, tmp_path, procs=4, count=200, max_bytes=1024, backups=3)
+        result = check_shared_file(
+            start_method, tmp_path, procs=4, count=200, max_bytes=1024, backups=3
+        )
+        # The newest files are the ones kept: the last record written is among them.
+        assert any((w, 199) in result.counts for w in range(4))
         names = sorted(p.name for p in tmp_path.iterdir())
         assert names == [
             "shared.log",
@@ -230,11 +234,10 @@ class TestTimeRotation:
     def test_processes_rotating_every_second_lose_nothing(
         self, start_method: str, tmp_path: Path
     ) -> None:
-        """3 processes logging for 2+ seconds into a file rotated each second: each record once."""
+        """3 processes, each logging for 2 seconds into a file rotated each second: each once."""
         path = tmp_path / "timed.log"
         ctx = multiprocessing.get_context(start_method)
-        until = time.time() + 2.2
-        run_all(ctx, workers.timed_locked_writer, [(str(path), w, 200, until) for w in range(3)])
+        run_all(ctx, workers.timed_locked_writer, [(str(path), w, 200, 2.1) for w in range(3)])
         names = {p.name for p in tmp_path.iterdir()} - {"timed.log", "timed.log.lock"}
         stamp = r"timed\.log\.\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d"
         assert [name for name in names if not re.fullmatch(stamp, name)] == []
