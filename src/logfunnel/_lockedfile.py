@@ -192,7 +192,9 @@ class LockedFileHandler(logging.Handler):
     def _append_unless_due(self, data: bytes) -> bool:
         """Under the shared lock: append, or return False when a rotation is due."""
         size = self._current_size()
-        if self._size_due(size, len(data)) or time.time() >= self._rollover_at:
+        if self._size_due(size, len(data)) or (
+            self.schedule is not None and time.time() >= self._rollover_at
+        ):
             return False
         self._append(data)
         return True
@@ -227,10 +229,12 @@ class LockedFileHandler(logging.Handler):
     def _append(self, data: bytes) -> None:
         fd = self._fd
         assert fd is not None
-        view = memoryview(data)
-        while view:
-            # A short write happens only on errors such as a full disk.
-            view = view[os.write(fd, view) :]
+        written = os.write(fd, data)
+        if written < len(data):
+            # Only on errors such as a full disk; the rest follows as it can.
+            view = memoryview(data)[written:]
+            while view:
+                view = view[os.write(fd, view) :]
         if not self._keep_open:
             self._close_file()
 
