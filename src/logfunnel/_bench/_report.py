@@ -148,6 +148,7 @@ def _sizes_lines(method: str, rows: list[dict[str, Any]]) -> list[str]:
         "plain write MB/s",
         "lf/plain",
         "lost",
+        "writer MiB",
     ]
     body = []
     for size, ways in sorted(_pairs(rows, "size").items()):
@@ -166,6 +167,7 @@ def _sizes_lines(method: str, rows: list[dict[str, Any]]) -> list[str]:
                 _num(plain_mb, 1),
                 _ratio(lf_mb / plain_mb if lf_mb and plain_mb else None),
                 _num(lf.get("lost")) if lf else "-",
+                _num(lf["writer_rss_mib"], 1) if lf else "-",
             ]
         )
     title = f"{method}, message sizes: MB/s of log file written (median)"
@@ -241,6 +243,9 @@ def write_plot(results: dict[str, Any], path: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    thousands = FuncFormatter(lambda value, _: f"{value:,.0f}")
 
     compare = {m: [r for r in rows if r["audited"]] for m, rows in results["compare"].items()}
     scale = {m: rows for m, rows in results["scale"].items() if rows}
@@ -265,6 +270,7 @@ def write_plot(results: dict[str, Any], path: str) -> None:
         axis.set_yticklabels(ways)
         axis.invert_yaxis()
         axis.set_xlabel("records/s, all processes together")
+        axis.xaxis.set_major_formatter(thousands)
         params = results["params"]
         axis.set_title(
             f"{params['processes']} processes x {params['records']:,} records"
@@ -274,15 +280,21 @@ def write_plot(results: dict[str, Any], path: str) -> None:
         axis.grid(axis="x", alpha=0.3)
     if scale:
         axis = axes[0][column]
-        for method, rows in scale.items():
+        counts: set[int] = set()
+        for color, (method, rows) in enumerate(scale.items()):
             for way, style in (("logfunnel", "-o"), ("per-process-files", "--s")):
                 points = sorted(
                     (r["processes"], r["records_per_s"]) for r in rows if r["way"] == way
                 )
                 if points:
                     xs, ys = zip(*points, strict=True)
-                    axis.plot(xs, ys, style, label=f"{way} ({method})")
+                    counts.update(xs)
+                    axis.plot(xs, ys, style, color=f"C{color}", label=f"{way} ({method})")
         axis.set_xscale("log", base=2)
+        axis.set_xticks(sorted(counts))
+        axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axis.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        axis.yaxis.set_major_formatter(thousands)
         axis.set_xlabel("producer processes")
         axis.set_ylabel("records/s, all processes together")
         axis.set_ylim(bottom=0)
