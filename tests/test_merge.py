@@ -307,6 +307,30 @@ class TestCommand:
         assert "not a file" in capsys.readouterr().err
         assert not out.exists()
 
+    def test_an_output_in_a_missing_directory_is_an_error(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A wrong output path gives exit code 2 and a message, not a traceback."""
+        a = write(tmp_path / "a", [f"{stamp(T0)} 0 a"])
+        assert main(["merge", str(a), "-o", str(tmp_path / "nope" / "out.log")]) == 2
+        assert "no such directory" in capsys.readouterr().err
+
+    def test_a_reader_that_stops_early_ends_the_merge_quietly(self, tmp_path: Path) -> None:
+        """`logfunnel merge ... | head`: the merge stops at the closed pipe, without a traceback."""
+        a = process_file(tmp_path / "a.log", 0, 20_000, 0.001, 0.0)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "logfunnel", "merge", str(a)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        assert proc.stdout.read(100).startswith(stamp(T0)[:10].encode())
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        assert proc.wait(60) == 1
+        assert "Traceback" not in err
+
 
 def peak_merge_memory(tmp_path: Path, files: int, count: int) -> int:
     """Peak bytes allocated by one merge of ``files`` x ``count`` records (tracemalloc)."""

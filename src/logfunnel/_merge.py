@@ -255,14 +255,22 @@ def run(args: argparse.Namespace) -> int:
         _say("--max-open must be at least 2")
         return 2
     if args.output == "-":
-        result = merge_files(paths, sys.stdout.buffer, report=_say, max_open=args.max_open)
-        sys.stdout.buffer.flush()
+        try:
+            result = merge_files(paths, sys.stdout.buffer, report=_say, max_open=args.max_open)
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:
+            # The reader left (``| head``): nothing more to say, and no traceback at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
     else:
         output = os.path.abspath(args.output)
         if any(os.path.exists(output) and os.path.samefile(output, path) for path in paths):
             _say(f"{args.output} is also an input; choose another output")
             return 2
         directory = os.path.dirname(output)
+        if not os.path.isdir(directory):
+            _say(f"no such directory for the output: {directory}")
+            return 2
         # Written aside and renamed into place, so OUT is never a half-written merge.
         fd, partial = tempfile.mkstemp(prefix=".merge-", dir=directory)
         try:
