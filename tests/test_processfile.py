@@ -124,6 +124,17 @@ class TestFork:
             assert name is not None
             assert {m.group(3) for m in lines} == {name.group("pid")}
 
+    def test_a_relative_pattern_is_resolved_once(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Changing directory later does not move this process's file or its children's."""
+        monkeypatch.chdir(tmp_path)
+        handler = logfunnel.ProcessFileHandler("w-{pid}.log", delay=True)
+        (tmp_path / "elsewhere").mkdir()
+        monkeypatch.chdir(tmp_path / "elsewhere")
+        assert handler.pattern == str(tmp_path / "w-{pid}.log")
+        assert handler.path == str(tmp_path / f"w-{os.getpid()}.log")
+
 
 class TestLines:
     def test_a_record_starts_with_utc_microseconds_and_its_sequence(self, tmp_path: Path) -> None:

@@ -96,7 +96,8 @@ class ProcessFileHandler(logging.Handler):
         delay: bool = False,
         level: int = logging.NOTSET,
     ) -> None:
-        self.pattern = os.fspath(pattern)
+        # Absolute now, so a fork child that changed directory still writes beside its parent.
+        self.pattern = os.path.abspath(os.fspath(pattern))
         fields = {field for _, field, _, _ in string.Formatter().parse(self.pattern) if field}
         if "pid" not in fields:
             raise ValueError(
@@ -127,8 +128,7 @@ class ProcessFileHandler(logging.Handler):
 
     def _file_name(self) -> str:
         pid, start = _process_identity()
-        name = self.pattern.format(host=_host(), pid=pid, start=_start_label(start))
-        return os.path.abspath(name)
+        return self.pattern.format(host=_host(), pid=pid, start=_start_label(start))
 
     def _open(self) -> None:
         self._fd = os.open(self._path, _OPEN_FLAGS, 0o666)
