@@ -209,13 +209,16 @@ def main(args: argparse.Namespace) -> int:
         return 2
     _apply_quick(args)
     compared = [] if args.no_compare else _ways_for(args)
-    per_method = (
-        len(compared)
-        + len(_SCALE_WAYS) * len(args.scale or [])
+    extra = (
+        len(_SCALE_WAYS) * len(args.scale or [])
         + len(_SIZES_WAYS) * len(args.sizes or [])
         + (len(_LATENCY_WAYS) if args.latency else 0)
     )
-    runner = _Runner(args, _Progress(len(args.method) * args.repeat * per_method))
+    runs = sum(
+        sum(WAYS[name].unavailable(method) is None for name in compared) + extra
+        for method in args.method
+    )
+    runner = _Runner(args, _Progress(runs * args.repeat))
     results: dict[str, Any] = {
         "command": _command(args),
         "machine": describe_machine(),
