@@ -198,15 +198,17 @@ class TestTheLock:
         assert len(workers.numbered_set(path)) > 5
 
     @pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork")
-    def test_a_fork_child_takes_the_lock_on_its_own(self, tmp_path: Path) -> None:
+    def test_a_fork_child_takes_the_lock_on_its_own(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """A fork child does not share its parent's lock: it waits while the parent holds it."""
         path = tmp_path / "shared.log"
         handler = logfunnel.LockedFileHandler(path, max_bytes=1 << 20, backups=2)
         handler.setFormatter(logging.Formatter("%(message)s"))
         log = logging.getLogger(workers.LOGGER)
         log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False
+        monkeypatch.setattr(log, "level", logging.INFO)
+        monkeypatch.setattr(log, "propagate", False)
         try:
             log.info("%s", workers.message(0, 0))
             assert handler._lock_fd is not None
@@ -266,14 +268,18 @@ class FakeClock:
         )
 
 
-def timed_handler(path: Path, **kwargs: Any) -> tuple[logging.Logger, logfunnel.LockedFileHandler]:
+def timed_handler(path: Path, **kwargs: Any) -> logfunnel.LockedFileHandler:
     handler = logfunnel.LockedFileHandler(path, when="S", utc=True, **kwargs)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    log = logging.getLogger(f"timed.{id(handler)}")
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False
-    return log, handler
+    return handler
+
+
+def log_at(clock: FakeClock, handler: logging.Handler, timed: list[tuple[float, str]]) -> None:
+    """Hand ``handler`` one record per (time, text), with the clock set to that time."""
+    for now, text in timed:
+        clock.now = now
+        handler.handle(logging.LogRecord("timed", logging.INFO, __file__, 1, text, (), None))
+    handler.close()
 
 
 class TestTimeRotationNames:
@@ -284,17 +290,8 @@ class TestTimeRotationNames:
         clock = FakeClock(1000.5)
         monkeypatch.setattr(_lockedfile, "time", clock.module)
         path = tmp_path / "t.log"
-        log, handler = timed_handler(path, backups=2)
-        for now, text in [
-            (1000.5, "a"),
-            (1001.2, "b"),
-            (1001.7, "c"),
-            (1003.1, "d"),
-            (1004.0, "e"),
-        ]:
-            clock.now = now
-            log.info(text)
-        handler.close()
+        timed = [(1000.5, "a"), (1001.2, "b"), (1001.7, "c"), (1003.1, "d"), (1004.0, "e")]
+        log_at(clock, timed_handler(path, backups=2), timed)
         files = {p.name: p.read_text() for p in tmp_path.iterdir() if p.suffix != ".lock"}
         assert files == {
             "t.log.1970-01-01_00-16-41": "b\nc\n",
@@ -311,9 +308,7 @@ class TestTimeRotationNames:
         os.utime(path, (900.25, 900.25))
         clock = FakeClock(1000.5)
         monkeypatch.setattr(_lockedfile, "time", clock.module)
-        log, handler = timed_handler(path)
-        log.info("new")
-        handler.close()
+        log_at(clock, timed_handler(path), [(1000.5, "new")])
         assert (tmp_path / "t.log.1970-01-01_00-15-00").read_text() == "old\n"
         assert path.read_text() == "new\n"
 
@@ -325,11 +320,7 @@ class TestTimeRotationNames:
         monkeypatch.setattr(_lockedfile, "time", clock.module)
         path = tmp_path / "t.log"
         (tmp_path / "t.log.1970-01-01_00-16-41").write_text("earlier\n")
-        log, handler = timed_handler(path)
-        for now, text in [(1001.5, "b"), (1002.5, "d"), (1003.5, "e")]:
-            clock.now = now
-            log.info(text)
-        handler.close()
+        log_at(clock, timed_handler(path), [(1001.5, "b"), (1002.5, "d"), (1003.5, "e")])
         files = {p.name: p.read_text() for p in tmp_path.iterdir() if p.suffix != ".lock"}
         assert files == {
             "t.log.1970-01-01_00-16-41": "earlier\n",
@@ -344,11 +335,9 @@ class TestTimeRotationNames:
         clock = FakeClock(1000.5)
         monkeypatch.setattr(_lockedfile, "time", clock.module)
         path = tmp_path / "t.log"
-        log, handler = timed_handler(path)
-        for now, text in [(1000.5, "a"), (1001.5, "b"), (1000.2, "c"), (1002.5, "d")]:
-            clock.now = now
-            log.info(text)
-        handler.close()
+        log_at(
+            clock, timed_handler(path), [(1000.5, "a"), (1001.5, "b"), (1000.2, "c"), (1002.5, "d")]
+        )
         files = {p.name: p.read_text() for p in tmp_path.iterdir() if p.suffix != ".lock"}
         assert files == {
             "t.log.1970-01-01_00-16-40": "a\n",
