@@ -25,6 +25,7 @@ from typing import Any, Final
 
 from . import _collector
 from ._codec import encode_record
+from ._overflow import DropNewest
 from ._transport import ENV_ADDRESS, AttachError, client_handshake, parse_address
 
 __all__ = ["FunnelHandler", "attach", "attached", "detach"]
@@ -74,6 +75,9 @@ class FunnelHandler(Handler):
         self.config: dict[str, Any] = {}
         #: Records that could not be sent and went to the fallback (stderr).
         self.fallbacks = 0
+        #: Records dropped under the collector's ``overflow="drop"`` policy.
+        self.dropped = 0
+        self._dropper: DropNewest | None = None
         self._sock: socket.socket | None = None
         self._pid = os.getpid()
         self._seq = 0
@@ -97,6 +101,11 @@ class FunnelHandler(Handler):
         self._pid = os.getpid()
         hello = {"host": _HOST, "pid": self._pid, "start": _process_start, "seq": self._seq}
         self._sock, self.config = client_handshake(self._address, hello, self.timeout)
+        if self.config.get("overflow") == "drop":
+            self._dropper = self._dropper or DropNewest()
+            self._dropper.restart()
+        else:
+            self._dropper = None
 
     def _drop_connection(self) -> None:
         sock, self._sock = self._sock, None
@@ -110,6 +119,8 @@ class FunnelHandler(Handler):
         self._seq = 0
         self._retry_at = 0.0
         self.fallbacks = 0
+        self.dropped = 0
+        self._dropper = None
 
     # -- the logging path --------------------------------------------------
 
@@ -145,7 +156,16 @@ class FunnelHandler(Handler):
         """Write one frame whole; the sequence number advances only once it is out."""
         sock = self._sock
         assert sock is not None
+        dropper = self._dropper
         try:
+            if dropper is not None:
+                if not dropper.send(sock, frame):
+                    self.dropped += 1
+                    return
+                self._seq += 1
+                if dropper.unreported and dropper.report(self, sock, wait=False):
+                    self._seq += 1
+                return
             sock.sendall(frame)
         except BaseException:
             # A frame cut short leaves the stream unusable: start afresh.
@@ -169,17 +189,52 @@ class FunnelHandler(Handler):
 
     def close(self) -> None:
         with self.lock:  # type: ignore[union-attr]
+            self._finish_dropper()
             self._drop_connection()
+            self._report_losses()
         _live_handlers.discard(self)
         super().close()
+
+    def _finish_dropper(self) -> None:
+        """Under the drop policy: finish a started frame and send the count of drops."""
+        dropper, sock = self._dropper, self._sock
+        if dropper is None or sock is None or self._pid != os.getpid():
+            return
+        try:
+            dropper.finish(sock, self.timeout)
+            if dropper.report(self, sock, wait=True):
+                self._seq += 1
+        except OSError:
+            pass
+
+    def _report_losses(self) -> None:
+        """At close, say on stderr how many records did not reach the collector, if any."""
+        unsent = self.fallbacks
+        undropped = self._dropper.unreported if self._dropper is not None else 0
+        stream = sys.stderr
+        if not (unsent or undropped) or stream is None or self._pid != os.getpid():
+            return
+        try:
+            stream.write(
+                f"logfunnel: pid {self._pid}: {unsent} record(s) could not be sent to "
+                f"{self.address} and were written to stderr instead"
+                + (f"; {undropped} record(s) were dropped (overflow='drop')" if undropped else "")
+                + "\n"
+            )
+            stream.flush()
+        except Exception:
+            pass
 
     def __repr__(self) -> str:
         return f"<FunnelHandler {self.address} ({self.level})>"
 
 
 def _after_fork_in_child() -> None:
-    global _process_start
+    global _process_start, _attach_lock
     _process_start = time.time()
+    # Another thread of the parent may have been inside attach() or detach()
+    # at the fork; it does not exist here, so its hold on the lock must go.
+    _attach_lock = threading.RLock()
     for handler in list(_live_handlers):
         handler._after_fork()
 
