@@ -174,6 +174,7 @@ class Collector:
         self._stall_timeout = stall_timeout
         self._budget = max(buffer_budget, max_frame)
         self._waiting: list[_Connection] = []
+        self._idle = threading.Condition(threading.Lock())
         self._listener_paused_until = 0.0
         self._next_tick = 0.0
         self._guards = SinkGuards(
@@ -225,6 +226,16 @@ class Collector:
     def connection_count(self) -> int:
         """How many peers are connected right now (any thread may ask)."""
         return len(self._connections)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until no peer is connected; False if some still are after ``timeout``."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._connections, timeout)
+
+    def wait_busy(self, timeout: float | None = None) -> bool:
+        """Wait until some peer is connected; False if none is after ``timeout``."""
+        with self._idle:
+            return self._idle.wait_for(lambda: bool(self._connections), timeout)
 
     def _forget_after_fork(self) -> None:
         """In a fork child: close our copies of every socket, never touch the peers."""
@@ -378,6 +389,9 @@ class Collector:
                 conn = _Connection(sock, _HELLO, label)
             self._connections[sock.fileno()] = conn
             self._selector.register(sock, selectors.EVENT_READ, conn)
+            if len(self._connections) == 1:
+                with self._idle:
+                    self._idle.notify_all()
 
     def _read(self, fd: int) -> bool:
         """Read once from a connection; False when nothing was there (or it closed)."""
@@ -569,6 +583,9 @@ class Collector:
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(conn.sock)
         conn.sock.close()
+        if not self._connections:
+            with self._idle:
+                self._idle.notify_all()
         if error is not None:
             self._report(logging.ERROR, "logfunnel: closed %s: %s", conn.label, error)
 

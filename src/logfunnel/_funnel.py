@@ -201,7 +201,10 @@ class Funnel:
             except Exception:
                 sink.handleError(_flush_failure_record(sink))
         for sink in self._owned:
-            sink.close()
+            try:
+                sink.close()
+            except Exception:  # a full disk fails the last flush: say so, stop anyway
+                sink.handleError(_flush_failure_record(sink))
         remove_private_dir(self._private_dir, self._socket_path)
 
     def __enter__(self) -> Funnel:

@@ -25,12 +25,10 @@ import contextlib
 import json
 import logging
 import os
-import selectors
 import signal
 import socket
 import sys
 import threading
-import time
 from typing import Any, Final
 
 from ._collector import Collector, CollectorStats
@@ -291,16 +289,11 @@ class _Serve:
 
 def _linger(collector: Collector) -> None:
     """After the parent died: serve until no producer has been connected for ``LINGER`` s."""
-    quiet_since = time.monotonic()
-    selector = selectors.DefaultSelector()
-    with contextlib.suppress(Exception):
-        while True:
-            if collector.connection_count():
-                quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since >= LINGER:
-                return
-            # Nothing to wait on but time: the collector thread does the work.
-            selector.select(0.1)
+    while True:
+        collector.wait_idle()
+        # Quiet now; a child that was still starting may yet connect.
+        if not collector.wait_busy(LINGER):
+            return
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,12 +86,13 @@ class SinkGuard:
         report: Reporter,
         *,
         overflow: str = "block",
-        slow_after: float = SLOW_SINK,
-        stall_timeout: float = STALL_TIMEOUT,
-        queue_records: int = QUEUE_RECORDS,
-        queue_bytes: int = QUEUE_BYTES,
-        report_interval: float = REPORT_INTERVAL,
+        slow_after: float | None = None,
+        stall_timeout: float | None = None,
+        queue_records: int | None = None,
+        queue_bytes: int | None = None,
+        report_interval: float | None = None,
     ) -> None:
+        # None: the module's constant, read now (so a test can change it).
         self.sink = sink
         self.failures = 0
         self.dropped = 0
@@ -99,11 +100,11 @@ class SinkGuard:
         self._stats = stats
         self._report_to_sinks = report
         self._overflow = overflow
-        self._slow_after = slow_after
-        self._stall_timeout = stall_timeout
-        self._queue_records = queue_records
-        self._queue_bytes = queue_bytes
-        self._report_interval = report_interval
+        self._slow_after = SLOW_SINK if slow_after is None else slow_after
+        self._stall_timeout = STALL_TIMEOUT if stall_timeout is None else stall_timeout
+        self._queue_records = QUEUE_RECORDS if queue_records is None else queue_records
+        self._queue_bytes = QUEUE_BYTES if queue_bytes is None else queue_bytes
+        self._report_interval = REPORT_INTERVAL if report_interval is None else report_interval
         self._handle = sink.handle
         self._handle_error = sink.handleError
         self._had_own = {name: name in sink.__dict__ for name in ("handle", "handleError")}
@@ -288,7 +289,18 @@ class SinkGuard:
                 self._maybe_report()
 
     def close(self, timeout: float | None = None) -> None:
-        """Let an isolated sink finish its queue (or give up on a stuck one), then report."""
+        """Drain, give the final report and uninstall (for one guard on its own)."""
+        self.drain(timeout)
+        self.final_report()
+        self.uninstall()
+
+    def final_report(self) -> None:
+        """Report failures not reported yet."""
+        if self._unreported:
+            self._maybe_report(final=True)
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Let an isolated sink finish its queue, or give up on a stuck one."""
         thread = self._thread
         if thread is not None:
             with self._cond:
@@ -316,9 +328,6 @@ class SinkGuard:
                     )
                     break
                 thread.join(min(0.5, self._stall_timeout))
-        if self._unreported:
-            self._maybe_report(final=True)
-        self.uninstall()
 
 
 class SinkGuards:
@@ -336,9 +345,17 @@ class SinkGuards:
             guard.install()
 
     def close(self, timeout: float | None = None) -> None:
-        """Drain isolated sinks, give the final failure reports and uninstall every guard."""
+        """Drain isolated sinks, give the final failure reports and uninstall every guard.
+
+        Each step is done for all sinks before the next, so a failing sink's
+        last report still finds every other sink guarded.
+        """
         for guard in self.guards:
-            guard.close(timeout)
+            guard.drain(timeout)
+        for guard in self.guards:
+            guard.final_report()
+        for guard in self.guards:
+            guard.uninstall()
 
     def forget(self) -> None:
         """In a fork child: uninstall without waiting (the sink threads stayed in the parent)."""
