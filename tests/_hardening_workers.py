@@ -308,10 +308,12 @@ def flood(index: int, count: int, handled: Any, results: Any) -> None:
     )
 
 
-def flood_without_blocking(count: int, done: Any) -> None:
-    """Log ``count`` 1 KiB records; set ``done`` when every call has returned."""
+def flood_without_blocking(count: int, ready: Any, go: Any, done: Any) -> None:
+    """Once attached and told to go, log ``count`` 1 KiB records; report how many were dropped."""
     handler = logfunnel.attached()
     assert handler is not None
+    ready.release()
+    assert go.wait(60)
     payload = "d" * 1024
     for number in range(count):
         log.info("drop n%d %s", number, payload)

@@ -380,19 +380,6 @@ class Raising(logging.Handler):
         raise OSError(errno.ENOSPC, "No space left on device")
 
 
-class Blocking(logging.Handler):
-    """A sink that blocks on every record until released (a stalled network peer)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.release = threading.Event()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.release.wait(60)
-        self.records.append(record)
-
-
 class FirstCallSlow(logging.Handler):
     """A sink whose first call takes longer than the slow-sink threshold, then blocks on a gate."""
 

@@ -187,6 +187,15 @@ class FunnelHandler(Handler):
         except Exception:
             pass
 
+    def flush(self) -> None:
+        """Under the drop policy, finish a started frame and send the count of drops.
+
+        Records themselves are never buffered, so there is nothing else to flush.
+        """
+        if self._dropper is not None:
+            with self.lock:  # type: ignore[union-attr]
+                self._finish_dropper()
+
     def close(self) -> None:
         with self.lock:  # type: ignore[union-attr]
             self._finish_dropper()
@@ -280,6 +289,10 @@ def attach(
             if current.address == wanted and current in root.handlers:
                 if level is not None:
                     root.setLevel(level)
+                if current._sock is None:
+                    # A fork child inherits the handler without a connection:
+                    # make it now, so attach() means "connected" here too.
+                    current.connect()
                 return current
         handler = FunnelHandler(text, key=key, timeout=timeout)
         try:
