@@ -78,6 +78,7 @@ class FunnelHandler(Handler):
         #: Records dropped under the collector's ``overflow="drop"`` policy.
         self.dropped = 0
         self._dropper: DropNewest | None = None
+        self._closed = False
         self._sock: socket.socket | None = None
         self._pid = os.getpid()
         self._seq = 0
@@ -176,16 +177,16 @@ class FunnelHandler(Handler):
     def _fallback(self, record: LogRecord, error: BaseException | None) -> None:
         """A record we could not send is written to stderr and counted, never dropped silently."""
         self.fallbacks += 1
-        stream = sys.stderr
-        if stream is None:
-            return
         try:
-            stream.write(self._fallback_formatter.format(record) + "\n")
+            text = self._fallback_formatter.format(record) + "\n"
             if error is not None and self.fallbacks == 1:
-                stream.write(f"logfunnel: cannot send to {self.address}: {error}\n")
-            stream.flush()
+                text += f"logfunnel: cannot send to {self.address}: {error}\n"
+            _write_stderr(text)
         except Exception:
             pass
+        if self._closed:
+            # After close (logging.shutdown at exit) no later report comes: count now.
+            self._report_losses()
 
     def flush(self) -> None:
         """Under the drop policy, finish a started frame and send the count of drops.
@@ -201,6 +202,7 @@ class FunnelHandler(Handler):
             self._finish_dropper()
             self._drop_connection()
             self._report_losses()
+            self._closed = True
         _live_handlers.discard(self)
         super().close()
 
@@ -220,22 +222,33 @@ class FunnelHandler(Handler):
         """At close, say on stderr how many records did not reach the collector, if any."""
         unsent = self.fallbacks
         undropped = self._dropper.unreported if self._dropper is not None else 0
-        stream = sys.stderr
-        if not (unsent or undropped) or stream is None or self._pid != os.getpid():
+        if not (unsent or undropped) or self._pid != os.getpid():
             return
-        try:
-            stream.write(
-                f"logfunnel: pid {self._pid}: {unsent} record(s) could not be sent to "
-                f"{self.address} and were written to stderr instead"
-                + (f"; {undropped} record(s) were dropped (overflow='drop')" if undropped else "")
-                + "\n"
-            )
-            stream.flush()
-        except Exception:
-            pass
+        _write_stderr(
+            f"logfunnel: pid {self._pid}: {unsent} record(s) could not be sent to "
+            f"{self.address} and were written to stderr instead"
+            + (f"; {undropped} record(s) were dropped (overflow='drop')" if undropped else "")
+            + "\n"
+        )
 
     def __repr__(self) -> str:
         return f"<FunnelHandler {self.address} ({self.level})>"
+
+
+def _write_stderr(text: str) -> None:
+    """Write to ``sys.stderr``, or to descriptor 2 once the interpreter has let go of it."""
+    try:
+        stream = sys.stderr
+        if stream is not None:
+            stream.write(text)
+            stream.flush()
+            return
+    except Exception:
+        pass
+    try:  # noqa: SIM105 - at interpreter shutdown, contextlib may already be gone
+        os.write(2, text.encode("utf-8", "backslashreplace"))
+    except Exception:
+        pass
 
 
 def _after_fork_in_child() -> None:
