@@ -60,6 +60,8 @@ _UNRESERVED: Final = _RECV_SIZE
 #: While it is spent, connections that want more wait (their producers feel
 #: backpressure); it is at least one maximum frame, so one always progresses.
 BUFFER_BUDGET: Final = 4 * MAX_FRAME
+# How many producers' next sequence numbers are remembered across reconnects.
+_SEQ_MEMORY: Final = 4096
 # How often (seconds) timeouts are checked and a paused listener is retried.
 _TICK: Final = 0.5
 _ACCEPT_ERRORS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -502,6 +504,10 @@ class Collector:
                 raise FrameError("hello frame lacks host, pid or start") from None
             conn.identity = identity
             conn.label = f"pid {identity[1]} on {identity[0]}"
+            if identity not in self._next_seq and len(self._next_seq) >= _SEQ_MEMORY:
+                # Forget the producer seen longest ago, so a stream of short-lived
+                # producers cannot grow this without bound.
+                del self._next_seq[next(iter(self._next_seq))]
             self.stats.producers.add(identity)
             conn.expected = self._next_seq.get(identity, -1)
             config = {

@@ -196,6 +196,15 @@ class ProcessCollector:
             return CollectorStats()
         return _stats_from_json(reply["stats"])
 
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until no producer is connected to the collector process."""
+        with self._lock:
+            if self._control is None:
+                return True
+            self._send({"cmd": "idle", "timeout": timeout})
+            reply = self._receive()
+        return bool(reply and reply.get("idle"))
+
     def _send(self, message: dict[str, Any]) -> None:
         assert self._control is not None
         self._control.sendall(json.dumps(message).encode() + b"\n")
@@ -275,9 +284,12 @@ class _Serve:
         reader = self.control.makefile("rb")
         try:
             for line in reader:
-                command = json.loads(line).get("cmd")
+                message = json.loads(line)
+                command = message.get("cmd")
                 if command == "stats":
                     self.answer({"stats": _stats_to_json(self.collector.stats)})
+                elif command == "idle":
+                    self.answer({"idle": self.collector.wait_idle(message.get("timeout"))})
                 elif command == "stop":
                     return True
         except (OSError, ValueError):
