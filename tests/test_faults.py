@@ -298,6 +298,33 @@ class TestCollectorGone:
         ]
         assert ": 10 record(s) could not be sent" in text
 
+    @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+    def test_a_dead_collector_thread_lets_producers_fall_back(
+        self, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        """If the collector thread dies, producers are not left blocked: they use stderr."""
+
+        class Fatal(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                if record.getMessage() == "die":
+                    raise SystemExit("a sink that ends the thread it runs on")
+
+        capture = Capture()
+        with logfunnel.Funnel(handlers=[Fatal(), capture]) as funnel:
+            log = logging.getLogger("worker")
+            log.warning("die")
+            collector = funnel._collector
+            assert collector is not None
+            assert isinstance(collector, logfunnel._collector.Collector)
+            assert collector._thread is not None
+            collector._thread.join(JOIN_TIMEOUT)
+            for number in range(3):
+                log.warning("after the death n%d", number)
+        err = capfd.readouterr().err
+        assert any("collector stopped by SystemExit" in m for m in capture.own(logging.CRITICAL))
+        fallen = re.findall(r"after the death n(\d) \[logfunnel: collector unreachable\]", err)
+        assert fallen == ["0", "1", "2"]
+
 
 class TestParentCrash:
     def test_process_collector_writes_everything_after_parent_sigkill(
