@@ -29,6 +29,7 @@ __all__ = [
     "KIND_HELLO",
     "KIND_RECORD",
     "KIND_TEXT",
+    "MAX_EXTRA",
     "MAX_FRAME",
     "ONE_TEXT",
     "PROTOCOL_VERSION",
@@ -94,6 +95,12 @@ STANDARD_ATTRS: Final = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).
     "exc_text",
     "stack_info",
 }
+
+#: Largest ``extra`` JSON a record may carry. JSON decodes into objects up to
+#: some 25 times its size (``[[],[],...]``), so this, not MAX_FRAME, bounds
+#: what one record can make the collector allocate. Larger extras are cut
+#: down by the producer; the decoder refuses them.
+MAX_EXTRA: Final = 1024 * 1024
 
 # Parts of a long field kept when a record would exceed MAX_FRAME.
 _FIELD_BUDGET: Final = MAX_FRAME // 4
@@ -162,7 +169,24 @@ def _extra_json(record_dict: dict[str, Any]) -> bytes:
             {key: _json_value_or_repr(value) for key, value in extra.items()},
             ensure_ascii=False,
         )
-    return text.encode("utf-8", _ENCODING_ERRORS)
+    data = text.encode("utf-8", _ENCODING_ERRORS)
+    if len(data) > MAX_EXTRA:
+        data = _smaller_extra(extra, len(data))
+    return data
+
+
+def _smaller_extra(extra: dict[str, Any], size: int) -> bytes:
+    """Extras over MAX_EXTRA: each value becomes a truncated repr, so the record still goes."""
+    share = max(64, MAX_EXTRA // (2 * len(extra)))
+    cut = {
+        key[:share]: _truncate(safe_repr(value).encode(), share).decode()
+        for key, value in extra.items()
+    }
+    data = json.dumps(cut, ensure_ascii=False).encode("utf-8", _ENCODING_ERRORS)
+    if len(data) > MAX_EXTRA:
+        note = f"{len(extra)} extra fields ({size} bytes of JSON) left out: over {MAX_EXTRA}"
+        data = json.dumps({"logfunnel_extra": note}).encode()
+    return data
 
 
 def _json_value_or_repr(value: object) -> Any:
@@ -325,6 +349,8 @@ def decode_record(body: memoryview | bytes) -> tuple[int, dict[str, Any]]:
         if not out[optional]:
             out[optional] = None
     if extra:
+        if len(extra) > MAX_EXTRA:
+            raise FrameError(f"record extra is {len(extra)} bytes (limit {MAX_EXTRA})")
         try:
             values = json.loads(extra)
         except (ValueError, RecursionError) as exc:

@@ -11,6 +11,7 @@ written before ``stop`` returns.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import secrets
@@ -39,6 +40,7 @@ from ._codec import (
     decode_text,
     encode_json,
 )
+from ._sinkguard import SinkGuards
 from ._sinks import TextWriter, text_spec
 from ._transport import Address, answer_challenge, challenge_frame
 
@@ -49,10 +51,24 @@ _CONTROL_LIMIT: Final = 1 << 16
 # How long a TCP drain waits for bytes still in flight on loopback once the
 # readable ones are read; Unix sockets need no wait (a returned send is readable).
 _TCP_SETTLE: Final = 0.05
-
-# How many departed producers' sequence numbers are kept to spot gaps when
-# they reconnect; the oldest is forgotten first, so memory stays bounded.
-_REMEMBERED_PRODUCERS: Final = 10_000
+# A TCP drain stops waiting for more bytes in flight after this long (seconds).
+_TCP_DRAIN_LIMIT: Final = 1.0
+#: A peer that has not finished its handshake this long after connecting is closed.
+HANDSHAKE_TIMEOUT: Final = 10.0
+#: A peer that stops in the middle of a frame for this long is closed.
+STALL_TIMEOUT: Final = 60.0
+#: Frames up to this size are buffered per connection without asking; a larger
+#: one must first reserve its length from the collector-wide budget below.
+_UNRESERVED: Final = _RECV_SIZE
+#: The most bytes all connections together may hold in frames being received.
+#: While it is spent, connections that want more wait (their producers feel
+#: backpressure); it is at least one maximum frame, so one always progresses.
+BUFFER_BUDGET: Final = 4 * MAX_FRAME
+# How many producers' next sequence numbers are remembered across reconnects.
+_SEQ_MEMORY: Final = 4096
+# How often (seconds) timeouts are checked and a paused listener is retried.
+_TICK: Final = 0.5
+_ACCEPT_ERRORS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 _AUTH: Final = 0
 _HELLO: Final = 1
@@ -83,10 +99,29 @@ class CollectorStats:
     missing_records: int = 0
     sink_errors: int = 0
     producers: set[tuple[str, int, float]] = field(default_factory=set)
+    #: Peers closed for not finishing a handshake or a frame in time.
+    timeouts: int = 0
+    #: Records a slow, stuck or full sink did not get (the other sinks did).
+    sink_dropped: int = 0
+    #: Sinks moved to their own thread because one call took too long.
+    slow_sinks: int = 0
+    #: Unexpected errors while serving a connection (that connection was closed).
+    internal_errors: int = 0
 
 
 class _Connection:
-    __slots__ = ("buf", "expected", "identity", "label", "nonce", "sock", "state")
+    __slots__ = (
+        "buf",
+        "expected",
+        "identity",
+        "label",
+        "nonce",
+        "paused",
+        "reserved",
+        "since",
+        "sock",
+        "state",
+    )
 
     def __init__(self, sock: socket.socket, state: int, label: str) -> None:
         self.sock = sock
@@ -96,6 +131,12 @@ class _Connection:
         self.expected = 0
         self.nonce = b""
         self.label = label
+        # When the handshake started, or when the last bytes came in.
+        self.since = time.monotonic()
+        # Bytes of the collector-wide budget held for a large frame being received.
+        self.reserved = 0
+        # True while waiting for budget: not read until some is given back.
+        self.paused = False
 
 
 class Collector:
@@ -110,6 +151,11 @@ class Collector:
         *,
         max_frame: int = MAX_FRAME,
         on_record: Callable[[logging.LogRecord], None] | None = None,
+        overflow: str = "block",
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        stall_timeout: float = STALL_TIMEOUT,
+        buffer_budget: int = BUFFER_BUDGET,
+        sink_options: dict[str, float] | None = None,
     ) -> None:
         self._listener = listener
         self._address = address
@@ -145,6 +191,21 @@ class Collector:
         self._owner_pid = os.getpid()
         self._closed = False
         self._lock = threading.Lock()
+        if overflow not in ("block", "drop"):
+            raise ValueError(f"overflow must be 'block' or 'drop', not {overflow!r}")
+        self._overflow = overflow
+        self._handshake_timeout = handshake_timeout
+        self._stall_timeout = stall_timeout
+        self._budget = max(buffer_budget, max_frame)
+        self._waiting: list[_Connection] = []
+        self._idle = threading.Condition(threading.Lock())
+        self._listener_paused_until = 0.0
+        self._next_tick = 0.0
+        self._guards = SinkGuards(
+            self._sinks, self.stats, self._report, overflow=overflow, **(sink_options or {})
+        )
+        for writer in self._writers:
+            writer.submit = self._guards.guard_of(writer.sink).submit
         listener.setblocking(False)
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -181,11 +242,26 @@ class Collector:
         elif thread is None:
             self._drain()
         self._close_all()
+        self._guards.close(timeout)
         return True
 
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    def connection_count(self) -> int:
+        """How many peers are connected right now (any thread may ask)."""
+        return len(self._connections)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until no peer is connected; False if some still are after ``timeout``."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._connections, timeout)
+
+    def wait_busy(self, timeout: float | None = None) -> bool:
+        """Wait until some peer is connected; False if none is after ``timeout``."""
+        with self._idle:
+            return self._idle.wait_for(lambda: bool(self._connections), timeout)
 
     def _forget_after_fork(self) -> None:
         """In a fork child: close our copies of every socket, never touch the peers."""
@@ -197,6 +273,7 @@ class Collector:
         self._connections.clear()
         with contextlib.suppress(Exception):
             self._selector.close()
+        self._guards.forget()
 
     # -- the loop ----------------------------------------------------------
 
@@ -205,14 +282,47 @@ class Collector:
         select = self._selector.select
         try:
             while not self._stopping.is_set():
-                for key, _ in select():
+                for key, _ in select(_TICK if self._connections or self._waiting else None):
                     self._dispatch_event(key.data, key.fileobj)
                 self._flush_writers()
+                if time.monotonic() >= self._next_tick:
+                    self._tick()
             self._drain()
             self._flush_writers()
         except BaseException as exc:  # the collector must say why it died
             self._report(logging.CRITICAL, "logfunnel collector stopped by %r", exc)
+            # Producers must not block on sockets nobody reads: closing them
+            # sends their next records to the fallback.
+            self._close_all()
             raise
+
+    def _tick(self) -> None:
+        """Close peers that stalled in a handshake or a frame; retry a paused listener."""
+        now = time.monotonic()
+        self._next_tick = now + _TICK
+        if self._listener_paused_until and now >= self._listener_paused_until:
+            self._listener_paused_until = 0.0
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._selector.register(self._listener, selectors.EVENT_READ, _LISTENER)
+        for conn in list(self._connections.values()):
+            if conn.state != _STREAM:
+                limit, what = self._handshake_timeout, "no handshake"
+            elif conn.buf and not conn.paused:
+                limit, what = self._stall_timeout, "stopped inside a frame"
+            else:
+                continue
+            if now - conn.since < limit:
+                continue
+            fd = conn.sock.fileno()
+            # Bytes may be waiting unread because a sink held this thread: read
+            # them first, so only a peer that really went quiet is closed.
+            progressed = self._read(fd)
+            if fd not in self._connections:
+                continue
+            if conn.state == _STREAM and (progressed or not conn.buf):
+                continue
+            self.stats.timeouts += 1
+            self._close(conn, f"{what} for {limit:g} s ({len(conn.buf)} bytes pending)")
 
     def _dispatch_event(self, data: object, fileobj: object) -> None:
         if data is _LISTENER:
@@ -222,23 +332,52 @@ class Collector:
                 self._wake_r.recv(4096)
         else:
             assert isinstance(fileobj, socket.socket)
-            self._read(fileobj.fileno())
+            try:
+                self._read(fileobj.fileno())
+            except Exception as exc:  # a bug must cost one connection, not the collector
+                conn = self._connections.get(fileobj.fileno())
+                self.stats.internal_errors += 1
+                if conn is not None:
+                    self._close(conn, f"internal error: {exc!r}")
 
     def _drain(self) -> None:
-        """Read until every socket is empty: what was sent before stop gets written."""
-        settle = 0.0 if self._address.scheme == "unix" else _TCP_SETTLE
-        while True:
-            self._accept_pending()
+        """Read what was sent before stop, refuse the rest, and end every connection.
+
+        Connections already queued on the listener are taken, then the listener
+        is closed, so a late producer gets a refused connection (and uses its
+        fallback) instead of a silent loss. Each connection is then shut for
+        reading: what is in its socket buffer is still read, but the
+        producer's next send fails at once and goes to its fallback. So the
+        drain is finite even while producers keep logging, and nothing falls
+        between the last read and the close. Over TCP the shutdown does not
+        reach the peer, so bytes still in flight are waited for briefly first.
+        """
+        self._accept_pending()
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(self._listener)
+        self._listener.close()
+        if self._address.scheme != "unix":
+            deadline = time.monotonic() + _TCP_DRAIN_LIMIT
+            while time.monotonic() < deadline:
+                progressed = False
+                for fd in list(self._connections):
+                    progressed |= self._read_available(fd)
+                if progressed:
+                    continue
+                ready = self._selector.select(_TCP_SETTLE) if self._connections else []
+                if not any(key.data not in (_LISTENER, _WAKE) for key, _ in ready):
+                    break
+        for conn in list(self._connections.values()):
+            with contextlib.suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_RD)
+        while self._connections:
             progressed = False
             for fd in list(self._connections):
                 progressed |= self._read_available(fd)
-            if progressed:
-                continue
-            if settle and self._connections:
-                ready = self._selector.select(settle)
-                if any(key.data not in (_LISTENER, _WAKE) for key, _ in ready):
-                    continue
-            break
+            if not progressed:
+                # Only connections waiting for budget that cannot progress are left.
+                for conn in list(self._connections.values()):
+                    self._close(conn, "closed at stop while waiting for buffer budget")
 
     def _read_available(self, fd: int) -> bool:
         progressed = False
@@ -246,7 +385,7 @@ class Collector:
             if not self._read(fd):
                 break
             progressed = True
-        return progressed
+        return progressed or fd not in self._connections
 
     def _accept_pending(self) -> None:
         while True:
@@ -255,6 +394,12 @@ class Collector:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
+                if exc.errno in _ACCEPT_ERRORS and not self._listener_paused_until:
+                    # Out of descriptors: stop accepting for a tick instead of
+                    # spinning on a listener that stays readable.
+                    self._listener_paused_until = time.monotonic() + _TICK
+                    with contextlib.suppress(KeyError, ValueError):
+                        self._selector.unregister(self._listener)
                 self._report(logging.ERROR, "logfunnel collector could not accept: %s", exc)
                 return
             sock.setblocking(False)
@@ -272,16 +417,23 @@ class Collector:
                 conn = _Connection(sock, _HELLO, label)
             self._connections[sock.fileno()] = conn
             self._selector.register(sock, selectors.EVENT_READ, conn)
+            if len(self._connections) == 1:
+                with self._idle:
+                    self._idle.notify_all()
 
     def _read(self, fd: int) -> bool:
         """Read once from a connection; False when nothing was there (or it closed)."""
         conn = self._connections.get(fd)
-        if conn is None:
+        if conn is None or conn.paused:
             return False
         try:
             data = conn.sock.recv(_RECV_SIZE)
         except (BlockingIOError, InterruptedError):
             return False
+        except ConnectionResetError:
+            # A producer killed with our handshake answer unread resets the
+            # connection: that is its end, as an EOF is, not a collector error.
+            data = b""
         except OSError as exc:
             self._close(conn, f"read failed: {exc}")
             return False
@@ -298,6 +450,8 @@ class Collector:
             self._close(conn, None)
             return False
         conn.buf += data
+        if conn.state == _STREAM:
+            conn.since = time.monotonic()
         try:
             self._frames(conn)
         except FrameError as exc:
@@ -322,9 +476,13 @@ class Collector:
                     raise FrameError(f"bad frame length {length} (limit {limit})")
                 end = pos + 4 + length
                 if end > n:
+                    if length > _UNRESERVED and conn.reserved < length:
+                        self._reserve(conn, length)
                     break
                 if one_text and kind == KIND_TEXT and length >= one_size - 4:
                     # Hot path, inlined: header check, sequence, append the line.
+                    if conn.reserved:
+                        self._release(conn)
                     _, _, levelno, seq, ntexts, structured, size = unpack_one(buf, pos)
                     if ntexts != 1 or structured or one_size + size != end - pos:
                         raise FrameError("text frame lengths do not match the frame length")
@@ -340,6 +498,8 @@ class Collector:
                     continue
                 body = bytes(buf[pos + 5 : end])
                 pos = end
+                if conn.reserved:
+                    self._release(conn)
                 if kind == KIND_TEXT and conn.state == _STREAM:
                     self._text(conn, body)
                 elif kind == KIND_RECORD and conn.state == _STREAM:
@@ -349,6 +509,29 @@ class Collector:
         finally:
             if pos:
                 del buf[:pos]
+
+    def _reserve(self, conn: _Connection, length: int) -> None:
+        """Take ``length`` bytes of budget for ``conn``'s frame, or pause it until some is free."""
+        held = sum(c.reserved for c in self._connections.values()) - conn.reserved
+        if held + length <= self._budget:
+            conn.reserved = length
+            return
+        conn.paused = True
+        self._waiting.append(conn)
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(conn.sock)
+
+    def _release(self, conn: _Connection) -> None:
+        """Give ``conn``'s budget back and let the waiting connections try again."""
+        conn.reserved = 0
+        waiting, self._waiting = self._waiting, []
+        for other in waiting:
+            if other.sock.fileno() in self._connections:
+                other.paused = False
+                other.since = time.monotonic()
+                with contextlib.suppress(KeyError, ValueError):
+                    self._selector.register(other.sock, selectors.EVENT_READ, other)
+                # Its next read re-checks the frame header and reserves again.
 
     def _control(self, conn: _Connection, kind: int, body: bytes) -> None:
         if conn.state == _AUTH:
@@ -360,7 +543,8 @@ class Collector:
             if not hmac.compare_digest(body[:32], answer_challenge(key, conn.nonce)):
                 raise FrameError("peer failed authentication (wrong key)")
             reply = answer_challenge(key, body[32:])
-            conn.sock.send(HEADER.pack(len(reply) + 1, KIND_AUTH) + reply)
+            with contextlib.suppress(OSError):  # a peer already gone ends with its EOF
+                conn.sock.send(HEADER.pack(len(reply) + 1, KIND_AUTH) + reply)
             conn.state = _HELLO
             return
         if conn.state == _HELLO and kind == KIND_HELLO:
@@ -373,6 +557,10 @@ class Collector:
                 raise FrameError("hello frame lacks host, pid or start") from None
             conn.identity = identity
             conn.label = f"pid {identity[1]} on {identity[0]}"
+            if identity not in self._next_seq and len(self._next_seq) >= _SEQ_MEMORY:
+                # Forget the producer seen longest ago, so a stream of short-lived
+                # producers cannot grow this without bound.
+                del self._next_seq[next(iter(self._next_seq))]
             self.stats.producers.add(identity)
             # A producer that reconnects continues its sequence; what the
             # last connection saw tells whether records went missing between.
@@ -386,12 +574,16 @@ class Collector:
                 "max_frame": self._max_frame,
                 "formats": self._formats,
                 "structured": self._structured,
+                "overflow": self._overflow,
             }
             try:
                 conn.sock.sendall(encode_json(KIND_CONFIG, config))
             except BlockingIOError:
                 raise FrameError("peer does not read its handshake") from None
+            except OSError:
+                pass  # the peer is gone already (killed mid-handshake): its EOF ends it
             conn.state = _STREAM
+            conn.since = time.monotonic()
             return
         raise FrameError(f"unexpected frame kind {kind} in this state")
 
@@ -441,8 +633,7 @@ class Collector:
         try:
             sink.handle(record)
         except Exception:  # a filter raised: handle() has no guard for that
-            self.stats.sink_errors += 1
-            sink.handleError(record)
+            sink.handleError(record)  # the sink's guard counts and reports it
 
     def _flush_writers(self) -> None:
         for writer in self._writers:
@@ -476,13 +667,22 @@ class Collector:
     def _close(self, conn: _Connection, error: str | None) -> None:
         if conn.identity is not None:
             self._next_seq[conn.identity] = conn.expected
-            if len(self._next_seq) > _REMEMBERED_PRODUCERS:
+            if len(self._next_seq) > _SEQ_MEMORY:
                 del self._next_seq[next(iter(self._next_seq))]
         fd = conn.sock.fileno()
         self._connections.pop(fd, None)
+        if conn.paused:
+            conn.paused = False
+            with contextlib.suppress(ValueError):
+                self._waiting.remove(conn)
+        if conn.reserved:
+            self._release(conn)
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(conn.sock)
         conn.sock.close()
+        if not self._connections:
+            with self._idle:
+                self._idle.notify_all()
         if error is not None:
             self._report(logging.ERROR, "logfunnel: closed %s: %s", conn.label, error)
 
@@ -500,11 +700,13 @@ class Collector:
         self._selector.close()
         _live_collectors.discard(self)
 
-    def _report(self, level: int, msg: str, *args: object) -> None:
-        """A record from the collector itself, straight to the sinks."""
+    def _report(self, level: int, msg: str, *args: object, skip: object = None) -> None:
+        """A record from the collector itself, straight to the sinks (``skip``: not to one)."""
         record = logging.LogRecord("logfunnel", level, __file__, 0, msg, args, None)
         record.processName = "logfunnel-collector"
         record.created = time.time()
+        if skip is not None:
+            record.__dict__["_logfunnel_not_for"] = skip
         self.handle(record)
 
 

@@ -16,7 +16,7 @@ import multiprocessing.context as mpc
 import sys
 from typing import Any
 
-from ._handler import attach
+from ._handler import attach, attached
 
 __all__ = ["FunnelContext", "funnel_context"]
 
@@ -41,6 +41,12 @@ class _AttachingProcess:
                 "process %s ended by an uncaught exception", getattr(self, "name", "?")
             )
             raise
+        finally:
+            # multiprocessing ends its children with os._exit, so no atexit
+            # handler (logging.shutdown) runs: flush here, while we can.
+            handler = attached()
+            if handler is not None:
+                handler.flush()
 
 
 class FunnelSpawnProcess(_AttachingProcess, mpc.SpawnProcess):

@@ -16,6 +16,7 @@ from typing import Final
 from ._collector import Collector, CollectorStats
 from ._context import FunnelContext
 from ._handler import FunnelHandler, attach, detach
+from ._proccollector import ProcessCollector, process_spec
 from ._transport import listen, remove_private_dir
 
 __all__ = ["DEFAULT_FORMAT", "Funnel"]
@@ -46,6 +47,20 @@ class Funnel:
     ``level`` is the worker-side level: records below it are not even sent.
     By default it is the lowest level of the sinks, or the root logger's
     level when the sinks are the root logger's.
+
+    ``collector="process"`` runs the collector in a process of its own that
+    outlives this one: if this process is killed, every record already sent
+    is still written and the sinks flushed. Its sinks are then given as
+    configuration: the shortcuts above and/or ``config``, a
+    ``logging.config.dictConfig`` dictionary whose root handlers become the
+    sinks. The default ``collector="thread"`` runs in this process, so if this
+    process is SIGKILLed, records still in socket buffers are lost with it,
+    and the producers' later records go to their stderr fallback.
+
+    ``overflow="block"`` (the default) makes a producer wait while the
+    collector is behind, so nothing is lost. ``overflow="drop"`` is for
+    programs that must never wait: a record that does not fit in the socket
+    buffer is dropped, and the count of drops reaches the sinks as a record.
     """
 
     def __init__(
@@ -66,7 +81,41 @@ class Funnel:
         listen: str | None = None,
         key: bytes | None = None,
         attach_main: bool = True,
+        collector: str = "thread",
+        config: dict[str, object] | None = None,
+        overflow: str = "block",
     ) -> None:
+        if collector not in ("thread", "process"):
+            raise ValueError(f"collector must be 'thread' or 'process', not {collector!r}")
+        if overflow not in ("block", "drop"):
+            raise ValueError(f"overflow must be 'block' or 'drop', not {overflow!r}")
+        if config is not None and collector != "process":
+            raise ValueError('config={...} describes the sinks of collector="process"')
+        self._overflow = overflow
+        self._process_spec: dict[str, object] | None = None
+        if collector == "process":
+            if handlers is not None:
+                raise TypeError(
+                    'collector="process" cannot take handler objects (they cannot cross '
+                    "processes); give filename=..., console=True and/or config={...}"
+                )
+            self._process_spec = process_spec(
+                filename=filename,
+                console=console,
+                level=level,
+                max_bytes=max_bytes,
+                backups=backups,
+                when=when,
+                interval=interval,
+                utc=utc,
+                encoding=encoding,
+                fmt=fmt,
+                datefmt=datefmt,
+                config=config,
+                overflow=overflow,
+            )
+            # The sinks live in the collector process; none are made here.
+            handlers, filename, console = [], None, False
         if max_bytes and when:
             raise ValueError("choose size rotation (max_bytes) or time rotation (when), not both")
         if max_bytes < 0 or backups < 0:
@@ -99,7 +148,7 @@ class Funnel:
         self._listen = listen
         self._key = key
         self._attach_main = attach_main
-        self._collector: Collector | None = None
+        self._collector: Collector | ProcessCollector | None = None
         self._handler: FunnelHandler | None = None
         self._address: str | None = None
         self._private_dir: str | None = None
@@ -119,8 +168,15 @@ class Funnel:
             self._private_dir = private_dir
             self._socket_path = address.path or None
             self._address = str(address)
-            self._collector = Collector(sock, address, self.sinks, self.level)
-            self._collector.start()
+            if self._process_spec is not None:
+                self._collector = ProcessCollector(sock, address, private_dir, self._process_spec)
+                self._collector.start()
+                self.level = self._collector.level
+            else:
+                self._collector = Collector(
+                    sock, address, self.sinks, self.level, overflow=self._overflow
+                )
+                self._collector.start()
         if self._attach_main:
             self._handler = attach(self._address)
         # Forgetting stop() must not lose the tail of the log.
@@ -145,7 +201,10 @@ class Funnel:
             except Exception:
                 sink.handleError(_flush_failure_record(sink))
         for sink in self._owned:
-            sink.close()
+            try:
+                sink.close()
+            except Exception:  # a full disk fails the last flush: say so, stop anyway
+                sink.handleError(_flush_failure_record(sink))
         remove_private_dir(self._private_dir, self._socket_path)
 
     def __enter__(self) -> Funnel:

@@ -25,6 +25,7 @@ from typing import Any, Final
 
 from . import _collector
 from ._codec import encode_record, encode_text, record_body
+from ._overflow import DropNewest
 from ._sinks import ProducerFormatter, format_text
 from ._transport import ENV_ADDRESS, AttachError, client_handshake, parse_address
 
@@ -75,6 +76,10 @@ class FunnelHandler(Handler):
         self.config: dict[str, Any] = {}
         #: Records that could not be sent and went to the fallback (stderr).
         self.fallbacks = 0
+        #: Records dropped under the collector's ``overflow="drop"`` policy.
+        self.dropped = 0
+        self._dropper: DropNewest | None = None
+        self._closed = False
         self._sock: socket.socket | None = None
         self._pid = os.getpid()
         self._seq = 0
@@ -103,6 +108,11 @@ class FunnelHandler(Handler):
         self._sock, self.config = client_handshake(self._address, hello, self.timeout)
         self._formatters = [ProducerFormatter(spec) for spec in self.config.get("formats", ())]
         self._structured = bool(self.config.get("structured", True))
+        if self.config.get("overflow") == "drop":
+            self._dropper = self._dropper or DropNewest()
+            self._dropper.restart()
+        else:
+            self._dropper = None
 
     def _drop_connection(self) -> None:
         sock, self._sock = self._sock, None
@@ -116,6 +126,8 @@ class FunnelHandler(Handler):
         self._seq = 0
         self._retry_at = 0.0
         self.fallbacks = 0
+        self.dropped = 0
+        self._dropper = None
 
     # -- the logging path --------------------------------------------------
 
@@ -157,7 +169,16 @@ class FunnelHandler(Handler):
         """Write one frame whole; the sequence number advances only once it is out."""
         sock = self._sock
         assert sock is not None
+        dropper = self._dropper
         try:
+            if dropper is not None:
+                if not dropper.send(sock, frame):
+                    self.dropped += 1
+                    return
+                self._seq += 1
+                if dropper.unreported and dropper.report(self, sock, wait=False):
+                    self._seq += 1
+                return
             sock.sendall(frame)
         except BaseException:
             # A frame cut short leaves the stream unusable: start afresh.
@@ -168,30 +189,86 @@ class FunnelHandler(Handler):
     def _fallback(self, record: LogRecord, error: BaseException | None) -> None:
         """A record we could not send is written to stderr and counted, never dropped silently."""
         self.fallbacks += 1
-        stream = sys.stderr
-        if stream is None:
-            return
         try:
-            stream.write(self._fallback_formatter.format(record) + "\n")
+            text = self._fallback_formatter.format(record) + "\n"
             if error is not None and self.fallbacks == 1:
-                stream.write(f"logfunnel: cannot send to {self.address}: {error}\n")
-            stream.flush()
+                text += f"logfunnel: cannot send to {self.address}: {error}\n"
+            _write_stderr(text)
         except Exception:
             pass
+        if self._closed:
+            # After close (logging.shutdown at exit) no later report comes: count now.
+            self._report_losses()
+
+    def flush(self) -> None:
+        """Under the drop policy, finish a started frame and send the count of drops.
+
+        Records themselves are never buffered, so there is nothing else to flush.
+        """
+        if self._dropper is not None:
+            with self.lock:  # type: ignore[union-attr]
+                self._finish_dropper()
 
     def close(self) -> None:
         with self.lock:  # type: ignore[union-attr]
+            self._finish_dropper()
             self._drop_connection()
+            self._report_losses()
+            self._closed = True
         _live_handlers.discard(self)
         super().close()
+
+    def _finish_dropper(self) -> None:
+        """Under the drop policy: finish a started frame and send the count of drops."""
+        dropper, sock = self._dropper, self._sock
+        if dropper is None or sock is None or self._pid != os.getpid():
+            return
+        try:
+            dropper.finish(sock, self.timeout)
+            if dropper.report(self, sock, wait=True):
+                self._seq += 1
+        except OSError:
+            pass
+
+    def _report_losses(self) -> None:
+        """At close, say on stderr how many records did not reach the collector, if any."""
+        unsent = self.fallbacks
+        undropped = self._dropper.unreported if self._dropper is not None else 0
+        if not (unsent or undropped) or self._pid != os.getpid():
+            return
+        _write_stderr(
+            f"logfunnel: pid {self._pid}: {unsent} record(s) could not be sent to "
+            f"{self.address} and were written to stderr instead"
+            + (f"; {undropped} record(s) were dropped (overflow='drop')" if undropped else "")
+            + "\n"
+        )
 
     def __repr__(self) -> str:
         return f"<FunnelHandler {self.address} ({self.level})>"
 
 
+def _write_stderr(text: str) -> None:
+    """Write to ``sys.stderr``, or to descriptor 2 once the interpreter has let go of it."""
+    try:
+        stream = sys.stderr
+        if stream is not None:
+            stream.write(text)
+            stream.flush()
+            return
+    except Exception:
+        pass
+    try:  # noqa: SIM105 - at interpreter shutdown, contextlib may already be gone
+        os.write(2, text.encode("utf-8", "backslashreplace"))
+    except Exception:
+        pass
+
+
 def _after_fork_in_child() -> None:
-    global _process_start
+    global _process_start, _attach_lock
     _process_start = time.time()
+    # Another thread of the parent may have been inside attach() or detach()
+    # at the fork; it does not exist here, so its hold on the lock must go.
+    _attach_lock = threading.RLock()
     for handler in list(_live_handlers):
         handler._after_fork()
 
@@ -237,6 +314,10 @@ def attach(
             if current.address == wanted and current in root.handlers:
                 if level is not None:
                     root.setLevel(level)
+                if current._sock is None:
+                    # A fork child inherits the handler without a connection:
+                    # make it now, so attach() means "connected" here too.
+                    current.connect()
                 return current
         handler = FunnelHandler(text, key=key, timeout=timeout)
         try:

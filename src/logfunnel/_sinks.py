@@ -19,13 +19,16 @@ record, without the stdlib's per-record ``format``, ``seek`` and ``stat``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import logging.handlers
 import os
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 from ._codec import safe_message
+from ._sinkguard import LINES_ATTR
 
 __all__ = ["ProducerFormatter", "TextWriter", "format_text", "text_spec"]
 
@@ -125,26 +128,34 @@ class TextWriter:
         self.pending: list[bytes] = []
         self.terminator = sink.terminator.encode("utf-8")
         self.errors = 0
+        #: How a batch is run: at once by default; the collector routes it
+        #: through the sink's guard, which moves a slow sink to its own thread.
+        self.submit: Callable[[Callable[[], object], int, int], None] = _run_now
 
     def flush(self) -> None:
-        """Write what is pending: one write and one flush, rotating between records."""
+        """Hand what is pending to ``submit``: one write and one flush per batch."""
         if not self.pending:
             return
         # Cleared in place: the collector holds a reference to this list.
-        pending = self.pending[:]
+        batch = self.pending[:]
         self.pending.clear()
+        self.submit(functools.partial(self.write, batch), sum(map(len, batch)), len(batch))
+
+    def write(self, batch: list[bytes]) -> None:
+        """Write ``batch`` under the sink's lock, rotating between lines; failures go
+        to the sink's ``handleError``, never up to the caller."""
         sink = self.sink
         sink.acquire()
         try:
             if isinstance(sink, logging.handlers.RotatingFileHandler):
-                self._write_rotating(sink, pending)
+                self._write_rotating(sink, batch)
             else:
                 if isinstance(sink, logging.handlers.TimedRotatingFileHandler):
                     self._roll_by_time(sink)
-                self._write(pending)
+                self._write(batch)
         except Exception:
             self.errors += 1
-            sink.handleError(self._as_record(pending))
+            sink.handleError(self._as_record(batch))
         finally:
             sink.release()
 
@@ -194,9 +205,15 @@ class TextWriter:
     def _as_record(parts: list[bytes]) -> logging.LogRecord:
         text = parts[0].decode("utf-8", "backslashreplace") if parts else ""
         more = f" (and {len(parts) - 1} more)" if len(parts) > 1 else ""
-        return logging.LogRecord(
+        record = logging.LogRecord(
             "logfunnel", logging.ERROR, __file__, 0, "%s%s", (text, more), None
         )
+        record.__dict__[LINES_ATTR] = len(parts)
+        return record
+
+
+def _run_now(job: Callable[[], object], size: int, lines: int) -> None:
+    job()
 
 
 def _regular_file(path: str) -> bool:

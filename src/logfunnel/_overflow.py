@@ -1,0 +1,116 @@
+"""The opt-in ``"drop"`` overflow policy of a producer: never block, count what is dropped.
+
+By default a producer writes each frame whole before its logging call
+returns, and waits when the collector is behind (backpressure), so nothing is
+lost. A program that must never wait (a latency-bound server, a signal
+handler) asks for ``Funnel(overflow="drop")``. The collector hands the policy
+to every producer in its handshake answer, and each producer then behaves as
+follows:
+
+* a record whose frame does not fit in the socket buffer at once is dropped
+  (the newest record, never one already queued) and counted;
+* a frame that fits only in part is kept and finished on the next logging
+  call, or at close. A stream of frames cannot skip the rest of one that was
+  started;
+* after a drop, the next record that goes out is followed by a WARNING record
+  ``logfunnel: dropped N record(s) ...``, with ``logfunnel_dropped=N``, so the
+  count reaches the sinks with the rest of the log. The handler's ``dropped``
+  attribute keeps the total.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from ._handler import FunnelHandler
+
+__all__ = ["DropNewest"]
+
+_FLAGS: Final = getattr(socket, "MSG_DONTWAIT", 0)
+
+
+class DropNewest:
+    """A producer's sender under the drop policy (see the module docstring)."""
+
+    def __init__(self) -> None:
+        #: Records dropped since the last count that reached the collector.
+        self.unreported = 0
+        self._pending = memoryview(b"")
+
+    def send(self, sock: socket.socket, frame: bytes) -> bool:
+        """Send ``frame`` without waiting; False if it was dropped.
+
+        The caller advances the sequence number only when this returns True.
+        """
+        if self._pending and not self._push(sock):
+            self.unreported += 1
+            return False
+        sent = self._send_some(sock, memoryview(frame))
+        if sent == 0:
+            self.unreported += 1
+            return False
+        if sent < len(frame):
+            self._pending = memoryview(frame)[sent:]
+        return True
+
+    def report(self, handler: FunnelHandler, sock: socket.socket, *, wait: bool) -> bool:
+        """Send the count of dropped records as a record; True if it went out (or started to)."""
+        if not self.unreported or (self._pending and not self._push(sock)):
+            return False
+        count = self.unreported
+        record = logging.LogRecord(
+            "logfunnel",
+            logging.WARNING,
+            __file__,
+            0,
+            "logfunnel: dropped %d record(s) because the collector was not keeping up"
+            " (overflow='drop')",
+            (count,),
+            None,
+        )
+        record.__dict__["logfunnel_dropped"] = count
+        frame = handler.prepare(record)
+        if wait:
+            sock.sendall(frame)
+        else:
+            sent = self._send_some(sock, memoryview(frame))
+            if sent == 0:
+                return False
+            if sent < len(frame):
+                self._pending = memoryview(frame)[sent:]
+        self.unreported = 0
+        return True
+
+    def restart(self) -> None:
+        """Forget a started frame: its connection is gone (the collector counted it as partial)."""
+        self._pending = memoryview(b"")
+
+    def finish(self, sock: socket.socket, timeout: float) -> None:
+        """Write the rest of a started frame, waiting up to ``timeout`` (at close)."""
+        if not self._pending:
+            return
+        deadline = time.monotonic() + timeout
+        sock.settimeout(timeout)
+        try:
+            while self._pending and time.monotonic() < deadline:
+                sent = sock.send(self._pending)
+                self._pending = self._pending[sent:]
+        finally:
+            sock.settimeout(None)
+
+    def _push(self, sock: socket.socket) -> bool:
+        """Try to finish a started frame; True once nothing is pending."""
+        sent = self._send_some(sock, self._pending)
+        self._pending = self._pending[sent:]
+        return not self._pending
+
+    @staticmethod
+    def _send_some(sock: socket.socket, data: memoryview) -> int:
+        try:
+            return sock.send(data, _FLAGS)
+        except (BlockingIOError, InterruptedError):
+            return 0

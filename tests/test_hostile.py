@@ -1,0 +1,524 @@
+"""Hostile input: a fuzzed decoder, peers that stall or lie, bounded buffers, and access."""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import os
+import pickle
+import re
+import shutil
+import socket
+import stat
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import logfunnel
+from logfunnel import _collector
+from logfunnel._codec import (
+    KIND_AUTH,
+    KIND_HELLO,
+    KIND_RECORD,
+    MAX_FRAME,
+    PROTOCOL_VERSION,
+    FrameError,
+    decode_json,
+    decode_record,
+    encode_json,
+    encode_record,
+)
+from logfunnel._collector import Collector
+from logfunnel._transport import Address, listen, remove_private_dir
+
+SRC = Path(logfunnel.__file__).parent
+
+
+class Capture(logging.Handler):
+    """A sink that keeps every record it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+        self.changed = threading.Condition()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self.changed:
+            self.records.append(record)
+            self.changed.notify_all()
+
+    def messages(self, name: str = "worker") -> list[str]:
+        return [r.getMessage() for r in self.records if r.name == name]
+
+    def wait_until(self, count: int, name: str = "worker", timeout: float = 30) -> bool:
+        with self.changed:
+            return self.changed.wait_for(lambda: len(self.messages(name)) >= count, timeout)
+
+
+@contextlib.contextmanager
+def serve(
+    sinks: list[logging.Handler], spec: str | None = None, **options: Any
+) -> Iterator[tuple[Collector, Address]]:
+    """A started collector with the given limits, stopped and cleaned up afterwards."""
+    sock, address, private_dir = listen(spec, None)
+    collector = Collector(sock, address, sinks, 0, **options)
+    collector.start()
+    try:
+        yield collector, address
+    finally:
+        collector.stop(30)
+        remove_private_dir(private_dir, address.path or None)
+
+
+def record_frame(message: str, seq: int = 0, **extra: Any) -> bytes:
+    record = logging.LogRecord("worker", logging.WARNING, __file__, 1, message, None, None)
+    record.__dict__.update(extra)
+    return encode_record(record, seq)
+
+
+def hello_frame(version: int = PROTOCOL_VERSION, pid: int = 4242) -> bytes:
+    return encode_json(KIND_HELLO, {"v": version, "host": "h", "pid": pid, "start": 1.0})
+
+
+def connect(address: Address) -> socket.socket:
+    sock = socket.socket(address.family, socket.SOCK_STREAM)
+    sock.settimeout(30)
+    sock.connect(address.sockaddr)
+    return sock
+
+
+def handshake(address: Address) -> socket.socket:
+    """A raw producer connection that has said hello and read the answer."""
+    sock = connect(address)
+    sock.sendall(hello_frame())
+    length, _ = struct.unpack("<IB", _recv_exact(sock, 5))
+    _recv_exact(sock, length - 1)
+    return sock
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        assert chunk, "closed early"
+        data += chunk
+    return data
+
+
+def closed_by_peer(sock: socket.socket, timeout: float = 30) -> bool:
+    """True once the collector has closed this connection (whatever it had sent before)."""
+    sock.settimeout(timeout)
+    try:
+        while sock.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass
+    except TimeoutError:
+        return False
+    return True
+
+
+# -- the decoder under fuzzing ------------------------------------------------------------
+
+
+def _fuzz_collector() -> tuple[Collector, Any, socket.socket]:
+    """A collector that is never started, and a connection object in the record state."""
+    left, right = socket.socketpair()
+    collector = Collector(left, Address("unix", path="/nonexistent"), [], 0)
+    conn = _collector._Connection(right, _collector._STREAM, "fuzz")
+    return collector, conn, right
+
+
+def _feed(collector: Collector, conn: Any, data: bytes) -> None:
+    conn.buf = bytearray(data)
+    with contextlib.suppress(FrameError):
+        collector._frames(conn)
+    assert len(conn.buf) <= len(data)
+
+
+_valid = record_frame("a valid record", 3, user="alice", nested={"a": [1, 2]})
+
+
+class TestDecoderFuzz:
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=2048))
+    def test_random_record_bodies(self, body: bytes) -> None:
+        """Random bytes as a record body decode or raise FrameError, nothing else."""
+        with contextlib.suppress(FrameError):
+            seq, attrs = decode_record(body)
+            assert isinstance(seq, int)
+            assert isinstance(attrs, dict)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=2048))
+    def test_random_control_bodies(self, body: bytes) -> None:
+        """Random bytes as a hello/config body decode to a dict or raise FrameError."""
+        with contextlib.suppress(FrameError):
+            assert isinstance(decode_json(body), dict)
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.lists(
+            st.tuples(st.integers(0, len(_valid) - 1), st.integers(0, 255)),
+            min_size=1,
+            max_size=8,
+        ),
+        st.integers(0, len(_valid)),
+    )
+    def test_mutated_and_truncated_frames(self, flips: list[tuple[int, int]], cut: int) -> None:
+        """A valid frame with bytes changed and cut short never escapes as another exception."""
+        frame = bytearray(_valid)
+        for position, value in flips:
+            frame[position] = value
+        collector, conn, peer = _fuzz_collector()
+        try:
+            _feed(collector, conn, bytes(frame[:cut]))
+            _feed(collector, conn, bytes(frame))
+        finally:
+            peer.close()
+
+    @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.binary(max_size=4096))
+    def test_random_streams(self, data: bytes) -> None:
+        """A random byte stream on a connection raises only FrameError, allocating nothing more."""
+        collector, conn, peer = _fuzz_collector()
+        try:
+            _feed(collector, conn, data)
+        finally:
+            peer.close()
+
+    @pytest.mark.stress
+    @settings(max_examples=50_000, deadline=None)
+    @given(st.binary(max_size=8192))
+    def test_random_streams_long_run(self, data: bytes) -> None:
+        """The stream fuzz, 50,000 examples (stress)."""
+        collector, conn, peer = _fuzz_collector()
+        try:
+            _feed(collector, conn, data)
+            with contextlib.suppress(FrameError):
+                decode_record(data)
+        finally:
+            peer.close()
+
+    def test_huge_declared_length_is_refused_before_any_allocation(self) -> None:
+        """A header claiming 4 GiB is refused from its 5 header bytes alone."""
+        collector, conn, peer = _fuzz_collector()
+        try:
+            conn.buf = bytearray(struct.pack("<IB", 0xFFFFFFFF, KIND_RECORD))
+            with pytest.raises(FrameError, match="bad frame length 4294967295"):
+                collector._frames(conn)
+            conn.buf = bytearray(struct.pack("<IB", MAX_FRAME + 1, KIND_RECORD))
+            with pytest.raises(FrameError, match="bad frame length"):
+                collector._frames(conn)
+        finally:
+            peer.close()
+
+    def test_invalid_utf8_and_deep_nesting_are_frame_errors(self) -> None:
+        """Invalid UTF-8 in a field and 100,000-deep JSON in extra are clear FrameErrors."""
+        body = bytearray(_valid[5:])
+        index = body.index(b"a valid record")
+        body[index] = 0xFF
+        with pytest.raises(FrameError, match="not valid UTF-8"):
+            decode_record(bytes(body))
+        deep = record_frame("deep")[5:]
+        header_size = _collector_record_header_size()
+        fields = list(struct.unpack_from(f"<dddiiqQQ{13}I", deep, 0))
+        nested = b"[" * 100_000 + b"]" * 100_000
+        fields[-1] = len(nested)
+        rebuilt = struct.pack(f"<dddiiqQQ{13}I", *fields) + deep[header_size:] + nested
+        with pytest.raises(FrameError, match="extra is not valid JSON"):
+            decode_record(rebuilt)
+        with pytest.raises(FrameError, match="not valid JSON"):
+            decode_json(b"[" * 100_000)
+
+    def test_oversized_extra_is_refused(self) -> None:
+        """An extra field bigger than the extra limit is refused, not decoded into objects."""
+        many = json.dumps({"x": [[] for _ in range(2_000_000)]}).encode()
+        deep = record_frame("big extra")[5:]
+        header_size = _collector_record_header_size()
+        fields = list(struct.unpack_from(f"<dddiiqQQ{13}I", deep, 0))
+        fields[-1] = len(many)
+        rebuilt = struct.pack(f"<dddiiqQQ{13}I", *fields) + deep[header_size:] + many
+        with pytest.raises(FrameError, match="extra"):
+            decode_record(rebuilt)
+
+    def test_wrong_protocol_version_is_refused(self) -> None:
+        """A hello of another protocol version closes the connection with that reason."""
+        capture = Capture()
+        with serve([capture]) as (collector, address):
+            sock = connect(address)
+            sock.sendall(hello_frame(version=99))
+            assert closed_by_peer(sock)
+            sock.close()
+            stats = collector.stats
+        assert stats.bad_connections == 1
+        assert capture.messages("logfunnel") == [
+            "logfunnel: closed connection 1: unsupported protocol version 99"
+        ]
+
+
+def _collector_record_header_size() -> int:
+    return struct.calcsize("<dddiiqQQ13I")
+
+
+HOSTILE = {
+    "random-bytes": os.urandom(4096),
+    "huge-length": struct.pack("<IB", 0x7FFFFFFF, KIND_RECORD),
+    "wrong-version": hello_frame(version=2),
+    "record-before-hello": record_frame("sneaky"),
+    "bad-utf8": hello_frame()
+    + record_frame("bad \udcff", 0).replace(b"bad \\udcff", b"bad \xff\xfe\xfd\xfc\xfb\xfa"),
+    "lying-lengths": hello_frame() + struct.pack("<IB", 200, KIND_RECORD) + b"\0" * 199,
+}
+
+
+class TestHostilePeers:
+    @pytest.mark.parametrize("payload", list(HOSTILE.values()), ids=list(HOSTILE))
+    def test_hostile_connection_is_closed_and_the_others_served(self, payload: bytes) -> None:
+        """A hostile stream closes its own connection with a clear error; producers go on."""
+        capture = Capture()
+        with logfunnel.Funnel(handlers=[capture]) as funnel:
+            path = funnel.address[len("unix:") :]
+            good = logfunnel.FunnelHandler(funnel.address)
+            for number in range(100):
+                if number == 50:
+                    with socket.socket(socket.AF_UNIX) as evil:
+                        evil.connect(path)
+                        evil.sendall(payload)
+                        assert closed_by_peer(evil)
+                good.handle(
+                    logging.LogRecord("worker", logging.INFO, "f", 1, f"good {number}", None, None)
+                )
+            good.close()
+            stats = funnel.stats
+            running = funnel.running
+        assert running
+        assert capture.messages() == [f"good {n}" for n in range(100)]
+        assert stats.bad_connections == 1
+        (error,) = capture.messages("logfunnel")
+        assert re.match(r"logfunnel: closed (connection 3|pid 4242 on h): \w", error), error
+
+    def test_idle_and_stalled_peers_are_closed_idle_producers_are_not(self) -> None:
+        """A peer silent in its handshake or stopped mid-frame is closed; an idle producer stays."""
+        capture = Capture()
+        with serve([capture], handshake_timeout=0.3, stall_timeout=0.3) as (collector, address):
+            idle_producer = handshake(address)
+            silent = connect(address)
+            stalled = handshake(address)
+            stalled.sendall(record_frame("never finished")[:40])
+            started = time.monotonic()
+            assert closed_by_peer(silent)
+            assert closed_by_peer(stalled)
+            waited = time.monotonic() - started
+            # The quiet but well-behaved producer is still served.
+            idle_producer.sendall(record_frame("still here", 0))
+            assert capture.wait_until(1)
+            idle_producer.close()
+            stats = collector.stats
+        assert 0.2 < waited < 10
+        assert capture.messages() == ["still here"]
+        assert stats.timeouts == 2
+        errors = capture.messages("logfunnel")
+        assert any("no handshake for 0.3 s" in e for e in errors)
+        assert any("stopped inside a frame for 0.3 s (40 bytes pending)" in e for e in errors)
+
+    def test_tcp_peer_silent_before_authenticating_is_closed(self) -> None:
+        """Over TCP a peer that never answers the challenge is closed after the timeout."""
+        with serve([Capture()], "tcp://127.0.0.1:0", handshake_timeout=0.3) as (collector, addr):
+            sock = connect(addr)
+            assert closed_by_peer(sock)
+            sock.close()
+            assert collector.stats.timeouts == 1
+
+
+class TestBufferBudget:
+    def test_large_frames_share_one_budget(self) -> None:
+        """Four peers sending 6 MiB frames at once hold at most the budget plus a chunk each."""
+        budget = 8 * 1024 * 1024
+        capture = Capture()
+        sock, address, private_dir = listen(None, None)
+        collector = Collector(sock, address, [capture], 0, buffer_budget=budget, max_frame=budget)
+        clients = []
+        try:
+            for _ in range(4):
+                client = connect(address)
+                client.sendall(hello_frame())
+                clients.append(client)
+            collector._accept_pending()
+            for fd in list(collector._connections):
+                collector._read(fd)
+            frames = [
+                memoryview(record_frame(f"big {i} " + "x" * (6 * 1024 * 1024))) for i in range(4)
+            ]
+            for client in clients:
+                client.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    while client.recv(4096):
+                        pass  # the config answer
+            peak = 0
+            for _ in range(10_000):
+                for i, client in enumerate(clients):
+                    with contextlib.suppress(BlockingIOError):
+                        while frames[i]:
+                            frames[i] = frames[i][client.send(frames[i][: 1 << 20]) :]
+                for fd in list(collector._connections):
+                    collector._read_available(fd)
+                held = sum(len(c.buf) for c in collector._connections.values())
+                peak = max(peak, held)
+                if len(capture.records) == 4:
+                    break
+        finally:
+            for client in clients:
+                client.close()
+            collector.stop(30)
+            remove_private_dir(private_dir, address.path or None)
+        assert sorted(r.getMessage()[:6] for r in capture.records) == [
+            "big 0 ",
+            "big 1 ",
+            "big 2 ",
+            "big 3 ",
+        ]
+        chunk = _collector._RECV_SIZE
+        assert peak <= budget + 3 * 2 * chunk, f"held {peak} bytes at once"
+
+
+class TestAccess:
+    def test_socket_directory_is_private(self) -> None:
+        """The socket's directory is 0700 and owned by us; the socket itself is not world-open."""
+        with logfunnel.Funnel(handlers=[Capture()]) as funnel:
+            path = Path(funnel.address[len("unix:") :])
+            mode = stat.S_IMODE(path.parent.stat().st_mode)
+            assert mode == 0o700
+            assert path.parent.stat().st_uid == os.getuid()
+
+    @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+    def test_another_user_can_neither_connect_nor_list(self) -> None:
+        """A process of another user (nobody) cannot connect to the socket nor list its folder."""
+        python = shutil.which("python3", path="/usr/bin:/bin")
+        if python is None:
+            pytest.skip("no system python3 that another user may run")
+        probe = (
+            "import os, socket, sys\n"
+            "path = sys.argv[1]\n"
+            "out = []\n"
+            "try:\n"
+            "    socket.socket(socket.AF_UNIX).connect(path); out.append('connected')\n"
+            "except PermissionError: out.append('connect refused')\n"
+            "try:\n"
+            "    os.listdir(os.path.dirname(path)); out.append('listed')\n"
+            "except PermissionError: out.append('list refused')\n"
+            "print(','.join(out))\n"
+        )
+        for kind in ("thread", "process"):
+            options: dict[str, Any] = (
+                {"handlers": [Capture()]} if kind == "thread" else {"console": True}
+            )
+            with logfunnel.Funnel(collector=kind, **options) as funnel:
+                path = funnel.address[len("unix:") :]
+                result = subprocess.run(
+                    [python, "-c", probe, path],
+                    user=65534,
+                    group=65534,
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    check=True,
+                    cwd="/",
+                )
+            assert result.stdout.strip() == "connect refused,list refused", kind
+
+    def test_unauthenticated_tcp_peers_never_get_a_record_in(self) -> None:
+        """Records sent without auth, with a wrong answer or a replayed one are never accepted."""
+        capture = Capture()
+        with logfunnel.Funnel(handlers=[capture], listen="tcp://127.0.0.1:0") as funnel:
+            address = logfunnel._transport.parse_address(funnel.address)
+            assert address.key is not None
+            records = hello_frame() + record_frame("intruder", 0)
+
+            def attempt(answer: bytes | None) -> None:
+                sock = connect(address)
+                nonce = _recv_exact(sock, 40)[8:]
+                if answer is not None:
+                    body = answer + os.urandom(32)
+                    sock.sendall(struct.pack("<IB", len(body) + 1, KIND_AUTH) + body + records)
+                else:
+                    sock.sendall(records)
+                assert closed_by_peer(sock)
+                sock.close()
+                del nonce
+
+            attempt(None)  # straight to records
+            attempt(os.urandom(32))  # a wrong answer
+            # A replay: the right answer to another connection's challenge.
+            sniffed = connect(address)
+            old_nonce = _recv_exact(sniffed, 40)[8:]
+            sniffed.close()
+            attempt(hmac.new(address.key, old_nonce, hashlib.sha256).digest())
+            logging.getLogger("worker").warning("the owner")
+            stats = funnel.stats
+        assert capture.messages() == ["the owner"]
+        assert stats.bad_connections == 3
+        errors = capture.messages("logfunnel")
+        assert sum("authenticat" in e for e in errors) == 3
+
+    def test_pickles_anywhere_are_bad_input_or_plain_text(self, tmp_path: Path) -> None:
+        """A pickle as a record body, a field or pre-auth bytes is never unpickled."""
+        marker = tmp_path / "pwned"
+
+        class Exploit:
+            def __reduce__(self) -> tuple[Any, ...]:
+                return (Path.touch, (marker,))
+
+        payload = pickle.dumps(Exploit())
+        capture = Capture()
+        with logfunnel.Funnel(handlers=[capture]) as funnel:
+            path = funnel.address[len("unix:") :]
+            with socket.socket(socket.AF_UNIX) as evil:
+                evil.connect(path)
+                evil.sendall(hello_frame())
+                evil.sendall(struct.pack("<IB", len(payload) + 1, KIND_RECORD) + payload)
+                assert closed_by_peer(evil)
+            as_text = payload.decode("latin-1")
+            logging.getLogger("worker").warning("%s", as_text, extra={"blob": as_text})
+        with logfunnel.Funnel(handlers=[capture], listen="tcp://127.0.0.1:0") as funnel:
+            address = logfunnel._transport.parse_address(funnel.address)
+            sock = connect(address)
+            sock.sendall(struct.pack("<IB", len(payload) + 1, KIND_AUTH) + payload)
+            assert closed_by_peer(sock)
+            sock.close()
+        assert not marker.exists()
+        (record,) = [r for r in capture.records if r.name == "worker"]
+        assert record.getMessage() == as_text
+        assert record.blob == as_text  # type: ignore[attr-defined]
+
+    def test_nothing_in_the_package_can_unpickle_or_evaluate(self) -> None:
+        """No module of the package imports pickle, marshal or shelve, or calls eval or exec."""
+        banned_modules = {"pickle", "cPickle", "marshal", "shelve", "dill", "cloudpickle"}
+        banned_calls = {"eval", "exec", "__import__"}
+        found = []
+        for path in sorted(SRC.glob("*.py")):
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    found += [(path.name, a.name) for a in node.names if a.name in banned_modules]
+                elif isinstance(node, ast.ImportFrom) and node.module in banned_modules:
+                    found.append((path.name, node.module))
+                elif (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Name)
+                    and node.func.id in banned_calls
+                ):
+                    found.append((path.name, node.func.id))
+        assert found == []

@@ -1,0 +1,134 @@
+"""Scale: 64 producers at once and long sequences of short-lived ones on two cores.
+
+The collector must get every record, and give back what each producer cost
+it: file descriptors return to their starting count, memory to its starting
+level (within ``MEMORY_SLACK_KIB``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import _hardening_workers as hw
+import pytest
+
+import logfunnel
+from logfunnel._collector import Collector
+from logfunnel._proccollector import ProcessCollector
+
+JOIN_TIMEOUT = 300
+#: What a collector may keep after the producers are gone: allocator slack,
+#: and about 100 bytes per producer in ``stats.producers``.
+MEMORY_SLACK_KIB = 6 * 1024
+
+
+class Counter(logging.Handler):
+    """A sink that counts records per producer and keeps none of them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: dict[int, int] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        match = re.match(r"p(-?\d+) n\d+$", record.getMessage())
+        if match:
+            index = int(match.group(1))
+            self.seen[index] = self.seen.get(index, 0) + 1
+
+
+def start_all(procs: list[Any]) -> None:
+    for proc in procs:
+        proc.start()
+
+
+def join_all(procs: list[Any]) -> None:
+    for proc in procs:
+        proc.join(JOIN_TIMEOUT)
+        assert proc.exitcode == 0, f"{proc.name} ended with {proc.exitcode}"
+        proc.close()  # its sentinel is ours, not the collector's: give it back too
+
+
+def run_thread_collector(start_method: str, concurrent: int, sequential: int, count: int) -> None:
+    counter = Counter()
+    with logfunnel.Funnel(handlers=[counter], attach_main=False, level=logging.INFO) as funnel:
+        collector = funnel._collector
+        assert isinstance(collector, Collector)
+        ctx = funnel.context(start_method)
+        # Warm up: the forkserver and resource tracker are started once, for good.
+        join_all_started([ctx.Process(target=hw.short_lived, args=(-1, 1))])
+        assert collector.wait_idle(JOIN_TIMEOUT)
+        fds, rss = hw.fd_count(), hw.rss_kib()
+        procs = [ctx.Process(target=hw.short_lived, args=(i, count)) for i in range(concurrent)]
+        start_all(procs)
+        join_all(procs)
+        for index in range(concurrent, concurrent + sequential):
+            join_all_started([ctx.Process(target=hw.short_lived, args=(index, count))])
+        assert collector.wait_idle(JOIN_TIMEOUT)
+        fds_after, rss_after = hw.fd_count(), hw.rss_kib()
+        stats = funnel.stats
+    total = concurrent + sequential
+    assert counter.seen == {-1: 1, **{i: count for i in range(total)}}
+    assert (stats.gaps, stats.bad_connections, stats.partial_frames) == (0, 0, 0)
+    assert fds_after == fds
+    assert rss_after - rss < MEMORY_SLACK_KIB, f"grew by {rss_after - rss} KiB"
+
+
+def join_all_started(procs: list[Any]) -> None:
+    start_all(procs)
+    join_all(procs)
+
+
+def run_process_collector(
+    start_method: str, tmp_path: Path, concurrent: int, sequential: int, count: int
+) -> None:
+    path = tmp_path / "scale.log"
+    with logfunnel.Funnel(
+        path, collector="process", attach_main=False, level=logging.INFO
+    ) as funnel:
+        collector = funnel._collector
+        assert isinstance(collector, ProcessCollector)
+        ctx = funnel.context(start_method)
+        join_all_started([ctx.Process(target=hw.short_lived, args=(-1, 1))])
+        assert collector.wait_idle(JOIN_TIMEOUT)
+        fds, rss = hw.fd_count(collector.pid), hw.rss_kib(collector.pid)
+        procs = [ctx.Process(target=hw.short_lived, args=(i, count)) for i in range(concurrent)]
+        start_all(procs)
+        join_all(procs)
+        for index in range(concurrent, concurrent + sequential):
+            join_all_started([ctx.Process(target=hw.short_lived, args=(index, count))])
+        assert collector.wait_idle(JOIN_TIMEOUT)
+        fds_after, rss_after = hw.fd_count(collector.pid), hw.rss_kib(collector.pid)
+    seen: dict[int, int] = {}
+    for match in re.finditer(r"worker: p(-?\d+) n\d+$", path.read_text(), re.MULTILINE):
+        seen[int(match.group(1))] = seen.get(int(match.group(1)), 0) + 1
+    total = concurrent + sequential
+    assert seen == {-1: 1, **{i: count for i in range(total)}}
+    assert fds_after == fds
+    assert rss_after - rss < MEMORY_SLACK_KIB, f"collector grew by {rss_after - rss} KiB"
+
+
+class TestScale:
+    def test_sixty_four_at_once_then_twenty_in_sequence(self, start_method: str) -> None:
+        """64 concurrent and 20 sequential producers: every record, fds and memory given back."""
+        run_thread_collector(start_method, 64, 20, 200)
+
+    def test_process_collector_gives_back_what_producers_cost(
+        self, start_method: str, tmp_path: Path
+    ) -> None:
+        """A collector process serving 16 + 20 producers ends with its starting fds and memory."""
+        run_process_collector(start_method, tmp_path, 16, 20, 100)
+
+    @pytest.mark.stress
+    def test_a_thousand_short_lived_producers(self, start_method: str) -> None:
+        """64 concurrent, then 1,000 producers started and ended one after another (stress)."""
+        run_thread_collector(start_method, 64, 1000, 100)
+
+    @pytest.mark.stress
+    def test_a_thousand_short_lived_producers_process_collector(
+        self, start_method: str, tmp_path: Path
+    ) -> None:
+        """The same 1,064 producers into a collector process (stress)."""
+        run_process_collector(start_method, tmp_path, 64, 1000, 100)
