@@ -404,6 +404,8 @@ class Collector:
             data = conn.sock.recv(_RECV_SIZE)
         except (BlockingIOError, InterruptedError):
             return False
+        except ConnectionResetError:
+            data = b""  # a peer killed before reading our answer: an end like any other
         except OSError as exc:
             self._close(conn, f"read failed: {exc}")
             return False
