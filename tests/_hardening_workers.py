@@ -7,7 +7,6 @@ child runs lives here rather than in the test files.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -349,7 +348,3 @@ def flood_without_blocking(count: int, ready: Any, go: Any, done: Any) -> None:
 def short_lived(index: int, count: int) -> None:
     """A process that logs a few records and is gone."""
     numbered(index, count)
-
-
-def dump(value: Any) -> str:
-    return json.dumps(value)

@@ -37,7 +37,7 @@ from ._codec import (
     decode_record,
     encode_json,
 )
-from ._sinkguard import SinkGuards
+from ._sinkguard import SinkGuards, skip_marker
 from ._transport import Address, answer_challenge, challenge_frame
 
 __all__ = ["Collector", "CollectorStats", "collector_thread"]
@@ -617,7 +617,7 @@ class Collector:
         record.processName = "logfunnel-collector"
         record.created = time.time()
         if skip is not None:
-            record.__dict__["_logfunnel_not_for"] = skip
+            skip_marker(record, skip)
         self.handle(record)
 
 
