@@ -7,7 +7,6 @@ child runs lives here rather than in the test files.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -151,8 +150,7 @@ def fork_while_logging(rounds: int) -> None:
             os.write(write_fd, b"k")
             os._exit(0)
         os.close(write_fd)
-        done = os.read(read_fd, 1)  # EOF (b"") if the child died without logging
-        os.close(read_fd)
+        done = _child_answer(read_fd, pid)
         _, status = os.waitpid(pid, 0)
         pausing.forked.set()
         thread.join(60)
@@ -184,10 +182,23 @@ def fork_while_attaching(silent_port: int) -> None:
             os.write(write_fd, b"k")
             os._exit(0)
         os.close(write_fd)
-        done = os.read(read_fd, 1)
-        os.close(read_fd)
+        done = _child_answer(read_fd, pid)
         os.waitpid(pid, 0)
-        assert done == b"k", "the fork child did not attach"
+        assert done == b"k", "the fork child did not attach (deadlocked?)"
+
+
+def _child_answer(read_fd: int, pid: int, timeout: float = 30) -> bytes:
+    """The fork child's one-byte answer; a child that gives none in time is killed."""
+    import select
+
+    try:
+        ready, _, _ = select.select([read_fd], [], [], timeout)
+        if ready:
+            return os.read(read_fd, 1)  # b"" if the child died without logging
+        os.kill(pid, signal.SIGKILL)  # deadlocked: fail the test, do not hang it
+        return b""
+    finally:
+        os.close(read_fd)
 
 
 def _attach_quietly(address: str) -> None:
@@ -251,7 +262,8 @@ def parent_with_process_collector(
     ctx = funnel.context(method)
     logged = [ctx.Event() for _ in range(producers)]
     procs = [
-        ctx.Process(target=_log_then_linger, args=(i, count, logged[i])) for i in range(producers)
+        ctx.Process(target=_log_then_linger, args=(i, count, logged[i], os.getpid()))
+        for i in range(producers)
     ]
     for proc in procs:
         proc.start()
@@ -269,10 +281,20 @@ def parent_with_process_collector(
     os._exit(5)
 
 
-def _log_then_linger(index: int, count: int, logged: Any) -> None:
+def _log_then_linger(index: int, count: int, logged: Any, parent_pid: int) -> None:
+    import select
+
+    parent = os.pidfd_open(parent_pid)  # not getppid(): under forkserver that is the server
     numbered(index, count)
     logged.set()
-    # Keep going a little after the parent is killed: records sent then count too.
+    # Log more once the parent is dead (its pidfd turns readable): the
+    # collector must still be serving. No multiprocessing primitive is used
+    # after the kill, since those may die with the process that made them.
+    ready, _, _ = select.select([parent], [], [], 60)
+    assert ready, "the parent was not killed"
+    # Half a second of further work (not synchronisation): by then a collector
+    # that stopped with its parent would be gone.
+    threading.Event().wait(0.5)
     for number in range(count, count + 100):
         log.info("p%d n%d", index, number)
 
@@ -326,7 +348,3 @@ def flood_without_blocking(count: int, ready: Any, go: Any, done: Any) -> None:
 def short_lived(index: int, count: int) -> None:
     """A process that logs a few records and is gone."""
     numbered(index, count)
-
-
-def dump(value: Any) -> str:
-    return json.dumps(value)

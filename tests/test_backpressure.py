@@ -15,9 +15,9 @@ import logfunnel
 JOIN_TIMEOUT = 300
 #: The bound this test states: the collector's resident memory grows by less
 #: than this while the records pass, whatever their number.
-COLLECTOR_CEILING_KIB = 48 * 1024
+COLLECTOR_CEILING_KIB = 16 * 1024
 #: And a producer's peak resident memory grows by less than this.
-PRODUCER_CEILING_KIB = 8 * 1024
+PRODUCER_CEILING_KIB = 4 * 1024
 
 
 class SlowCounter(logging.Handler):
@@ -69,7 +69,7 @@ def run_flood(start_method: str, producers: int, per_producer: int) -> None:
     # Backpressure: when the last producer finished, the slow sink had already
     # handled nearly everything; the rest fit in the socket buffers.
     last = max(reports, key=lambda r: r["elapsed"])
-    assert last["handled_when_done"] >= total * 0.6, last
+    assert last["handled_when_done"] >= total * 0.9, last
     growth = sink.rss_peak - sink.rss_start
     assert growth < COLLECTOR_CEILING_KIB, f"collector grew by {growth} KiB"
     for report in reports:

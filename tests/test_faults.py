@@ -298,6 +298,30 @@ class TestCollectorGone:
         ]
         assert ": 10 record(s) could not be sent" in text
 
+    def test_nothing_falls_between_the_last_read_and_the_close(
+        self, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        """A record sent after stop's last read, just before the close, is refused, not lost."""
+        capture = Capture()
+        funnel = logfunnel.Funnel(handlers=[capture], attach_main=False).start()
+        late = logfunnel.FunnelHandler(funnel.address)
+        late.connect()
+        close_all = logfunnel._collector.Collector._close_all
+
+        def send_then_close(collector: logfunnel._collector.Collector) -> None:
+            # The narrowest window there is: everything was read, nothing closed yet.
+            late.handle(logging.LogRecord("worker", logging.INFO, "f", 1, "late", None, None))
+            close_all(collector)
+
+        monkeypatch.setattr(logfunnel._collector.Collector, "_close_all", send_then_close)
+        funnel.stop()
+        late.close()
+        assert capture.messages() == []
+        assert late.fallbacks == 1
+        err = capfd.readouterr().err
+        assert "late [logfunnel: collector unreachable]" in err
+        assert ": 1 record(s) could not be sent" in err
+
     @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
     def test_a_dead_collector_thread_lets_producers_fall_back(
         self, capfd: pytest.CaptureFixture[str]
@@ -330,7 +354,7 @@ class TestParentCrash:
     def test_process_collector_writes_everything_after_parent_sigkill(
         self, start_method: str, tmp_path: Path
     ) -> None:
-        """SIGKILL of the parent: the collector process writes every record sent, then exits."""
+        """SIGKILL of the parent: the collector process serves on, writes every record, exits."""
         path = tmp_path / "app.log"
         ctx = __import__("multiprocessing").get_context(start_method)
         report, ready = ctx.Queue(), ctx.Event()

@@ -72,7 +72,7 @@ def run_thread_collector(start_method: str, concurrent: int, sequential: int, co
     total = concurrent + sequential
     assert counter.seen == {-1: 1, **{i: count for i in range(total)}}
     assert (stats.gaps, stats.bad_connections, stats.partial_frames) == (0, 0, 0)
-    assert fds_after == fds
+    assert fds_after <= fds  # fewer is fine: something of an earlier test was closed
     assert rss_after - rss < MEMORY_SLACK_KIB, f"grew by {rss_after - rss} KiB"
 
 

@@ -40,7 +40,7 @@ from ._codec import (
     decode_text,
     encode_json,
 )
-from ._sinkguard import SinkGuards
+from ._sinkguard import SinkGuards, skip_marker
 from ._sinks import TextWriter, text_spec
 from ._transport import Address, answer_challenge, challenge_frame
 
@@ -706,7 +706,7 @@ class Collector:
         record.processName = "logfunnel-collector"
         record.created = time.time()
         if skip is not None:
-            record.__dict__["_logfunnel_not_for"] = skip
+            skip_marker(record, skip)
         self.handle(record)
 
 

@@ -223,12 +223,15 @@ class FunnelHandler(Handler):
         dropper, sock = self._dropper, self._sock
         if dropper is None or sock is None or self._pid != os.getpid():
             return
+        sock.settimeout(self.timeout)  # at close: wait for the collector, not forever
         try:
-            dropper.finish(sock, self.timeout)
+            dropper.finish(sock)
             if dropper.report(self, sock, wait=True):
                 self._seq += 1
         except OSError:
             pass
+        finally:
+            sock.settimeout(None)
 
     def _report_losses(self) -> None:
         """At close, say on stderr how many records did not reach the collector, if any."""

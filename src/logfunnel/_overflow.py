@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import time
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
@@ -89,18 +88,11 @@ class DropNewest:
         """Forget a started frame: its connection is gone (the collector counted it as partial)."""
         self._pending = memoryview(b"")
 
-    def finish(self, sock: socket.socket, timeout: float) -> None:
-        """Write the rest of a started frame, waiting up to ``timeout`` (at close)."""
-        if not self._pending:
-            return
-        deadline = time.monotonic() + timeout
-        sock.settimeout(timeout)
-        try:
-            while self._pending and time.monotonic() < deadline:
-                sent = sock.send(self._pending)
-                self._pending = self._pending[sent:]
-        finally:
-            sock.settimeout(None)
+    def finish(self, sock: socket.socket) -> None:
+        """Write the rest of a started frame, waiting as the socket's timeout allows (at close)."""
+        while self._pending:
+            sent = sock.send(self._pending)
+            self._pending = self._pending[sent:]
 
     def _push(self, sock: socket.socket) -> bool:
         """Try to finish a started frame; True once nothing is pending."""

@@ -29,6 +29,7 @@ import signal
 import socket
 import sys
 import threading
+import weakref
 from typing import Any, Final
 
 from ._collector import Collector, CollectorStats
@@ -43,6 +44,8 @@ LINGER: Final = 2.0
 _START_TIMEOUT: Final = 60.0
 # How long stop() waits for the collector process to exit when no timeout is given.
 _STOP_TIMEOUT: Final = 300.0
+
+_live: weakref.WeakSet[ProcessCollector] = weakref.WeakSet()
 
 
 def process_spec(
@@ -116,6 +119,7 @@ class ProcessCollector:
         self.level = 0
         #: The collector process's pid.
         self.pid = 0
+        _live.add(self)
 
     def start(self) -> None:
         """Start the process and wait until it serves; its start-up error is raised here."""
@@ -164,6 +168,7 @@ class ProcessCollector:
             return True
         with self._lock:
             if self._control is not None:
+                self._control.settimeout(_STOP_TIMEOUT if timeout is None else timeout)
                 with contextlib.suppress(OSError):
                     self._send({"cmd": "stop"})
                     final = self._receive()
@@ -190,19 +195,26 @@ class ProcessCollector:
         with self._lock:
             if self._control is None:
                 return self._final if self._final is not None else CollectorStats()
-            self._send({"cmd": "stats"})
-            reply = self._receive()
+            try:
+                self._send({"cmd": "stats"})
+                reply = self._receive()
+            except OSError:  # the collector process is gone
+                reply = None
         if reply is None:
-            return CollectorStats()
-        return _stats_from_json(reply["stats"])
+            return self._final if self._final is not None else CollectorStats()
+        self._final = _stats_from_json(reply["stats"])
+        return self._final
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until no producer is connected to the collector process."""
         with self._lock:
             if self._control is None:
                 return True
-            self._send({"cmd": "idle", "timeout": timeout})
-            reply = self._receive()
+            try:
+                self._send({"cmd": "idle", "timeout": timeout})
+                reply = self._receive()
+            except OSError:  # the collector process is gone: nobody is connected
+                return True
         return bool(reply and reply.get("idle"))
 
     def _send(self, message: dict[str, Any]) -> None:
@@ -215,6 +227,27 @@ class ProcessCollector:
             return None
         value: dict[str, Any] = json.loads(line)
         return value
+
+
+def _forget_in_fork_child() -> None:
+    """A fork child must not keep the parent's control socket open.
+
+    The collector process learns that the parent died from this socket's
+    end-of-file. A copy held by a forked child would postpone that until the
+    child exits, and the child is not the one to stop the collector.
+    """
+    for collector in list(_live):
+        control, collector._control = collector._control, None
+        if control is not None:
+            with contextlib.suppress(OSError):
+                collector._reader.close()  # it holds the descriptor open too
+                control.close()
+        collector._proc = None
+    _live.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_fork_child)
 
 
 def _stats_to_json(stats: CollectorStats) -> dict[str, Any]:

@@ -304,6 +304,8 @@ class SinkGuard:
                 self.handle_error(_JOB_FAILED)
             recovered = 0
             with cond:
+                if not self._queue:
+                    return  # given up on at stop: the queue was dropped
                 self._queue.popleft()
                 self._queued_bytes -= size
                 self._progress = time.monotonic()
@@ -339,10 +341,12 @@ class SinkGuard:
             with self._cond:
                 self._closing = True
                 self._cond.notify_all()
-            deadline = None if timeout is None else time.monotonic() + timeout
+            started = time.monotonic()
+            deadline = None if timeout is None else started + timeout
             while thread.is_alive():
                 with self._cond:
-                    idle = time.monotonic() - self._progress
+                    # A sink stuck before the stop gets a full stall timeout from now.
+                    idle = time.monotonic() - max(self._progress, started)
                     left = len(self._queue)
                 if idle >= self._stall_timeout or (
                     deadline is not None and time.monotonic() >= deadline
