@@ -192,7 +192,20 @@ def fork_then_log(pattern: str, count: int) -> None:
     handler.close()
 
 
-# -- audits ------------------------------------------------------------------
+# -- the parent's side: running workers, auditing what they wrote -----------
+
+#: How long a test waits for a child before calling it hung.
+JOIN_TIMEOUT = 120
+
+
+def run_all(ctx: Any, target: Any, arg_tuples: list[tuple[Any, ...]]) -> None:
+    """Start one process of ``ctx`` per argument tuple; all must finish with exit code 0."""
+    procs = [ctx.Process(target=target, args=args) for args in arg_tuples]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(JOIN_TIMEOUT)
+    assert [proc.exitcode for proc in procs] == [0] * len(procs)
 
 
 @dataclass

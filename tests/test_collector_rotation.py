@@ -12,7 +12,6 @@ import pytest
 
 import logfunnel
 
-JOIN_TIMEOUT = 120
 FORMAT = "%(asctime)s %(processName)s[%(process)d] %(levelname)s %(message)s"
 
 
@@ -51,16 +50,8 @@ def run_workers(
     pace: float = 0.0,
 ) -> None:
     with funnel:
-        ctx = funnel.context(start_method)
-        children = [
-            ctx.Process(target=workers.funnel_worker, args=(w, count, seconds, pace))
-            for w in range(procs)
-        ]
-        for child in children:
-            child.start()
-        for child in children:
-            child.join(JOIN_TIMEOUT)
-        assert [child.exitcode for child in children] == [0] * procs
+        args = [(w, count, seconds, pace) for w in range(procs)]
+        workers.run_all(funnel.context(start_method), workers.funnel_worker, args)
         assert funnel.stats.gaps == 0
 
 

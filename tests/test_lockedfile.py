@@ -19,17 +19,7 @@ import pytest
 import logfunnel
 from logfunnel import _lockedfile
 
-JOIN_TIMEOUT = 120
 HAS_PROC_LOCKS = os.path.exists("/proc/locks")
-
-
-def run_all(ctx: Any, target: Any, arg_tuples: list[tuple[Any, ...]]) -> None:
-    procs = [ctx.Process(target=target, args=args) for args in arg_tuples]
-    for proc in procs:
-        proc.start()
-    for proc in procs:
-        proc.join(JOIN_TIMEOUT)
-    assert [proc.exitcode for proc in procs] == [0] * len(procs)
 
 
 def lock_is_free(path: Path) -> bool:
@@ -57,7 +47,7 @@ def check_shared_file(
     """Run ``procs`` unrelated writers, then check the names and lines of the rotated set."""
     path = tmp_path / "shared.log"
     ctx = multiprocessing.get_context(start_method)
-    run_all(
+    workers.run_all(
         ctx,
         workers.locked_writer,
         [(str(path), w, count, max_bytes, backups, lock_writes) for w in range(procs)],
@@ -148,9 +138,9 @@ class TestTheLock:
         paused, go = ctx.Event(), ctx.Event()
         writer = ctx.Process(target=workers.pause_before_write, args=(str(path), 0, paused, go))
         writer.start()
-        assert paused.wait(JOIN_TIMEOUT)
+        assert paused.wait(workers.JOIN_TIMEOUT)
         # Another writer with no rotation due goes straight through.
-        run_all(ctx, workers.locked_writer, [(str(path), 1, 3, 1 << 20, 5)])
+        workers.run_all(ctx, workers.locked_writer, [(str(path), 1, 3, 1 << 20, 5)])
         # One that must rotate (its limit is 100 bytes) waits for the paused writer.
         rotator = ctx.Process(target=workers.locked_writer, args=(str(path), 2, 3, 100, 5))
         rotator.start()
@@ -159,7 +149,7 @@ class TestTheLock:
         assert rotator.exitcode is None
         go.set()
         for proc in (writer, rotator):
-            proc.join(JOIN_TIMEOUT)
+            proc.join(workers.JOIN_TIMEOUT)
         assert [writer.exitcode, rotator.exitcode] == [0, 0]
         result = workers.audit(workers.numbered_set(path))
         assert sorted(result.counts.items()) == [
@@ -184,13 +174,15 @@ class TestTheLock:
         ready, never = ctx.Event(), ctx.Event()
         victim = ctx.Process(target=workers.die_holding_the_lock, args=(str(path), ready, never))
         victim.start()
-        assert ready.wait(JOIN_TIMEOUT)
+        assert ready.wait(workers.JOIN_TIMEOUT)
         assert not lock_is_free(path)
         assert victim.pid is not None
         os.kill(victim.pid, signal.SIGKILL)
-        victim.join(JOIN_TIMEOUT)
+        victim.join(workers.JOIN_TIMEOUT)
         assert victim.exitcode == -signal.SIGKILL
-        run_all(ctx, workers.locked_writer, [(str(path), w, 100, 1024, 100) for w in range(3)])
+        workers.run_all(
+            ctx, workers.locked_writer, [(str(path), w, 100, 1024, 100) for w in range(3)]
+        )
         result = workers.audit(workers.numbered_set(path))
         assert result.missing(3, 100) == []
         assert result.doubled() == {}
@@ -222,7 +214,7 @@ class TestTheLock:
                 assert workers.wait_until(lambda: workers.blocked_on_lock(child.pid))
             finally:
                 fcntl.flock(handler._lock_fd, fcntl.LOCK_UN)
-            child.join(JOIN_TIMEOUT)
+            child.join(workers.JOIN_TIMEOUT)
             assert child.exitcode == 0
             log.info("%s", workers.message(0, 1))
         finally:
@@ -239,7 +231,9 @@ class TestTimeRotation:
         """3 processes, each logging for 2 seconds into a file rotated each second: each once."""
         path = tmp_path / "timed.log"
         ctx = multiprocessing.get_context(start_method)
-        run_all(ctx, workers.timed_locked_writer, [(str(path), w, 200, 2.1) for w in range(3)])
+        workers.run_all(
+            ctx, workers.timed_locked_writer, [(str(path), w, 200, 2.1) for w in range(3)]
+        )
         names = {p.name for p in tmp_path.iterdir()} - {"timed.log", "timed.log.lock"}
         stamp = r"timed\.log\.\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d"
         assert [name for name in names if not re.fullmatch(stamp, name)] == []
@@ -282,6 +276,11 @@ def log_at(clock: FakeClock, handler: logging.Handler, timed: list[tuple[float, 
     handler.close()
 
 
+def log_files(directory: Path) -> dict[str, str]:
+    """Name and text of every log file in ``directory`` (the lock file aside)."""
+    return {p.name: p.read_text() for p in directory.iterdir() if p.suffix != ".lock"}
+
+
 class TestTimeRotationNames:
     def test_each_file_is_named_for_its_period_and_backups_are_kept(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -292,8 +291,7 @@ class TestTimeRotationNames:
         path = tmp_path / "t.log"
         timed = [(1000.5, "a"), (1001.2, "b"), (1001.7, "c"), (1003.1, "d"), (1004.0, "e")]
         log_at(clock, timed_handler(path, backups=2), timed)
-        files = {p.name: p.read_text() for p in tmp_path.iterdir() if p.suffix != ".lock"}
-        assert files == {
+        assert log_files(tmp_path) == {
             "t.log.1970-01-01_00-16-41": "b\nc\n",
             "t.log.1970-01-01_00-16-43": "d\n",
             "t.log": "e\n",
@@ -321,8 +319,7 @@ class TestTimeRotationNames:
         path = tmp_path / "t.log"
         (tmp_path / "t.log.1970-01-01_00-16-41").write_text("earlier\n")
         log_at(clock, timed_handler(path), [(1001.5, "b"), (1002.5, "d"), (1003.5, "e")])
-        files = {p.name: p.read_text() for p in tmp_path.iterdir() if p.suffix != ".lock"}
-        assert files == {
+        assert log_files(tmp_path) == {
             "t.log.1970-01-01_00-16-41": "earlier\n",
             "t.log.1970-01-01_00-16-42": "b\nd\n",
             "t.log": "e\n",
@@ -338,8 +335,7 @@ class TestTimeRotationNames:
         log_at(
             clock, timed_handler(path), [(1000.5, "a"), (1001.5, "b"), (1000.2, "c"), (1002.5, "d")]
         )
-        files = {p.name: p.read_text() for p in tmp_path.iterdir() if p.suffix != ".lock"}
-        assert files == {
+        assert log_files(tmp_path) == {
             "t.log.1970-01-01_00-16-40": "a\n",
             "t.log.1970-01-01_00-16-41": "b\nc\n",
             "t.log": "d\n",

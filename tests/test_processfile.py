@@ -18,18 +18,8 @@ import logfunnel
 from logfunnel import _processfile
 from logfunnel._cli import main
 
-JOIN_TIMEOUT = 120
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z"
 FILE_NAME = re.compile(r"w-(?P<host>.+)-(?P<pid>\d+)-(?P<start>\d{8}T\d{6}\.\d{6}Z)\.log")
-
-
-def run_all(ctx: Any, target: Any, arg_tuples: list[tuple[Any, ...]]) -> None:
-    procs = [ctx.Process(target=target, args=args) for args in arg_tuples]
-    for proc in procs:
-        proc.start()
-    for proc in procs:
-        proc.join(JOIN_TIMEOUT)
-    assert [proc.exitcode for proc in procs] == [0] * len(procs)
 
 
 def record_line(
@@ -81,7 +71,7 @@ class TestNames:
         """Four processes on one pattern make four files, each holding only its own records."""
         pattern = str(tmp_path / "w-{host}-{pid}-{start}.log")
         ctx = multiprocessing.get_context(start_method)
-        run_all(ctx, workers.process_file_writer, [(pattern, w, 50) for w in range(4)])
+        workers.run_all(ctx, workers.process_file_writer, [(pattern, w, 50) for w in range(4)])
         files = sorted(tmp_path.iterdir())
         assert len(files) == 4
         seen = set()
@@ -111,7 +101,7 @@ class TestFork:
         """A process forks after logging: the child's records go to a new file, named for it."""
         pattern = str(tmp_path / "w-{host}-{pid}-{start}.log")
         ctx = multiprocessing.get_context(start_method)
-        run_all(ctx, workers.fork_then_log, [(pattern, 20)])
+        workers.run_all(ctx, workers.fork_then_log, [(pattern, 20)])
         files = sorted(tmp_path.iterdir(), key=lambda f: f.stat().st_size)
         assert len(files) == 2
         child, parent = (first_lines(f) for f in files)
@@ -211,10 +201,10 @@ class TestNothingLost:
             target=workers.process_file_then_wait, args=(pattern, 500, logged, never)
         )
         proc.start()
-        assert logged.wait(JOIN_TIMEOUT)
+        assert logged.wait(workers.JOIN_TIMEOUT)
         assert proc.pid is not None
         os.kill(proc.pid, signal.SIGKILL)
-        proc.join(JOIN_TIMEOUT)
+        proc.join(workers.JOIN_TIMEOUT)
         assert proc.exitcode == -signal.SIGKILL
         (file,) = tmp_path.iterdir()
         result = workers.audit([file])
@@ -228,7 +218,7 @@ def check_merged(start_method: str, tmp_path: Path, procs: int, count: int) -> N
     logs.mkdir()
     pattern = str(logs / "w-{host}-{pid}-{start}.log")
     ctx = multiprocessing.get_context(start_method)
-    run_all(ctx, workers.process_file_writer, [(pattern, w, count) for w in range(procs)])
+    workers.run_all(ctx, workers.process_file_writer, [(pattern, w, count) for w in range(procs)])
     out = tmp_path / "merged.log"
     assert main(["merge", *map(str, sorted(logs.iterdir())), "-o", str(out)]) == 0
     stamps = []
