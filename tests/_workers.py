@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import sys
 import threading
 from typing import Any
 
@@ -144,18 +142,3 @@ def forks_a_grandchild() -> None:
 def root_level() -> int:
     """The child's root level, as attach() left it."""
     return logging.getLogger().level
-
-
-def kill_self_mid_frame() -> None:
-    """Send half a frame on this process's connection, then SIGKILL ourselves."""
-    handler = logfunnel.attached()
-    assert handler is not None
-    log.info("before the torn frame")
-    frame = handler.prepare(
-        logging.LogRecord("worker", logging.INFO, __file__, 1, "torn", None, None)
-    )
-    sock = handler._sock
-    assert sock is not None
-    sock.sendall(frame[: len(frame) // 2])
-    sys.stdout.flush()
-    os.kill(os.getpid(), signal.SIGKILL)

@@ -178,7 +178,7 @@ class Collector:
         self._text_plan = [(sink, w.pending) for sink, w, _ in self._plan if w is not None]
         self._structured = on_record is not None or any(w is None for _, w, _ in self._plan)
         # All sinks take text of one format: frames need no decoding beyond a header.
-        self._one_text = len(self._formats) == 1 and not self._structured and on_record is None
+        self._one_text = len(self._formats) == 1 and not self._structured
         self._max_frame = max_frame
         self._on_record = on_record
         self.stats = CollectorStats()
