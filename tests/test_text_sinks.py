@@ -98,7 +98,7 @@ class TestTextPath:
             logging.getLogger("worker").warning("task 0 record 0")
             funnel._collector.stop()  # type: ignore[union-attr]  # drain, then inspect
             sink.rolloverAt = int(time.time()) - 1
-            funnel._collector._writers[0].pending.append(b"after the rollover")  # type: ignore[union-attr]
+            funnel._collector._writers[0].pending.append(b"after the rollover\n")  # type: ignore[union-attr]
             funnel._collector._flush_writers()  # type: ignore[union-attr]
         rotated = [p for p in tmp_path.iterdir() if p.name != "timed.log"]
         assert len(rotated) == 1

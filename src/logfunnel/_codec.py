@@ -46,7 +46,7 @@ __all__ = [
     "safe_repr",
 ]
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 
 #: Largest frame either side accepts. A record bigger than this is truncated
 #: by the producer (with a visible marker) instead of being refused.

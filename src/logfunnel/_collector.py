@@ -6,6 +6,17 @@ so a slow or hostile peer can never stall the others. A malformed frame
 closes its own connection with a record saying why. Everything that
 already reached the kernel when ``stop`` is called is read, decoded and
 written before ``stop`` returns.
+
+Line mode is the fast path for the common set-up, where every sink is a
+text sink of one format and one level (a log file, perhaps with a console).
+Producers then send each one-line record as its finished line and nothing
+else, and the collector copies the run of whole lines it read, up to the
+last newline, straight to the sinks, counting records with one
+``bytes.count``. A record that would not be one line (a traceback, a NUL)
+comes as an ordinary frame behind a NUL byte, which no text line contains.
+Sequence numbers still hold: every line counts as one, frames carry theirs,
+and a reconnecting producer says where it is, so a gap is still seen. Any
+other set-up gets frames only.
 """
 
 from __future__ import annotations
@@ -44,7 +55,7 @@ from ._sinkguard import SinkGuards, skip_marker
 from ._sinks import TextWriter, text_spec
 from ._transport import Address, answer_challenge, challenge_frame
 
-__all__ = ["Collector", "CollectorStats", "collector_thread"]
+__all__ = ["LINE_LIMIT", "Collector", "CollectorStats", "collector_threads"]
 
 _RECV_SIZE: Final = 1 << 18
 _CONTROL_LIMIT: Final = 1 << 16
@@ -60,6 +71,9 @@ STALL_TIMEOUT: Final = 60.0
 #: Frames up to this size are buffered per connection without asking; a larger
 #: one must first reserve its length from the collector-wide budget below.
 _UNRESERVED: Final = _RECV_SIZE
+#: The longest line a producer may send bare in line mode, newline included;
+#: a connection with more than this and no newline is malformed.
+LINE_LIMIT: Final = _UNRESERVED
 #: The most bytes all connections together may hold in frames being received.
 #: While it is spent, connections that want more wait (their producers feel
 #: backpressure); it is at least one maximum frame, so one always progresses.
@@ -75,6 +89,7 @@ _TICK: Final = 0.5
 # A quiet collector never pauses, so records at a modest rate keep their latency.
 _BUSY_ROUND: Final = 16
 _BATCH_WINDOW: Final = 0.001
+_ONE_TEXT_SIZE: Final = ONE_TEXT.size
 _ACCEPT_ERRORS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 _AUTH: Final = 0
@@ -89,9 +104,10 @@ _LogRecord = logging.LogRecord
 
 _live_collectors: weakref.WeakSet[Collector] = weakref.WeakSet()
 
-#: ``collector_thread.collector`` is set inside a collector's own thread, so a
-#: handler can tell that a sink is logging from there.
-collector_thread = threading.local()
+#: The collector running in each collector thread, by thread id, so that a
+#: handler can tell that a sink is logging from there (one dict lookup, and
+#: none at all in a process without a collector).
+collector_threads: dict[int, Collector] = {}
 
 
 @dataclass
@@ -186,6 +202,17 @@ class Collector:
         self._structured = on_record is not None or any(w is None for _, w, _ in self._plan)
         # All sinks take text of one format: frames need no decoding beyond a header.
         self._one_text = len(self._formats) == 1 and not self._structured
+        # Line mode (see the module docstring): the sinks' one level, or None.
+        levels = {sink.level for sink in self._sinks}
+        self._line_level: int | None = None
+        if (
+            self._one_text
+            and overflow == "block"
+            and len(levels) == 1
+            and self._formats[0]["terminator"] == "\n"
+        ):
+            self._line_level = levels.pop()
+        self._pendings = [w.pending for w in self._writers]
         self._max_frame = max_frame
         self._on_record = on_record
         self.stats = CollectorStats()
@@ -285,7 +312,7 @@ class Collector:
     # -- the loop ----------------------------------------------------------
 
     def _run(self) -> None:
-        collector_thread.collector = self
+        collector_threads[threading.get_ident()] = self
         select = self._selector.select
         stats = self.stats
         sleep = time.sleep
@@ -307,6 +334,8 @@ class Collector:
             # sends their next records to the fallback.
             self._close_all()
             raise
+        finally:
+            collector_threads.pop(threading.get_ident(), None)
 
     def _tick(self) -> None:
         """Close peers that stalled in a handshake or a frame; retry a paused listener."""
@@ -454,73 +483,128 @@ class Collector:
                 self.stats.partial_frames += 1
                 self._report(
                     logging.WARNING,
-                    "logfunnel: %s (%s) ended inside a frame; discarded %d partial bytes",
+                    "logfunnel: %s (%s) ended inside a %s; discarded %d partial bytes",
                     conn.label,
                     self._who(conn),
+                    "line" if self._line_level is not None and conn.buf[0] else "frame",
                     len(conn.buf),
                 )
             self._close(conn, None)
             return False
         conn.buf += data
-        if conn.state == _STREAM:
-            conn.since = time.monotonic()
         try:
-            self._frames(conn)
+            if conn.state != _STREAM:
+                self._frames(conn)  # the handshake: stops where it ends
+            if conn.state == _STREAM and conn.buf:
+                conn.since = time.monotonic()
+                if self._line_level is not None:
+                    self._lines(conn)
+                else:
+                    self._frames(conn)
         except FrameError as exc:
             self.stats.bad_connections += 1
             self._close(conn, str(exc))
         return True
 
     def _frames(self, conn: _Connection) -> None:
+        """Handle the whole frames in ``conn.buf``; in a handshake, only up to its end."""
         buf = conn.buf
         n = len(buf)
         pos = 0
-        unpack = HEADER.unpack_from
-        one_text = self._one_text and conn.state == _STREAM
-        one_size = ONE_TEXT.size
-        unpack_one = ONE_TEXT.unpack_from
-        text_plan = self._text_plan
+        frame_at = self._frame_at
+        handshake = conn.state != _STREAM
         try:
             while n - pos >= 5:
-                length, kind = unpack(buf, pos)
-                limit = self._max_frame if conn.state == _STREAM else _CONTROL_LIMIT
-                if length < 1 or length > limit:
-                    raise FrameError(f"bad frame length {length} (limit {limit})")
-                end = pos + 4 + length
-                if end > n:
-                    if length > _UNRESERVED and conn.reserved < length:
-                        self._reserve(conn, length)
+                end = frame_at(conn, buf, pos, n)
+                if end < 0:
                     break
-                if one_text and kind == KIND_TEXT and length >= one_size - 4:
-                    # Hot path, inlined: header check, sequence, append the line.
-                    if conn.reserved:
-                        self._release(conn)
-                    _, _, levelno, seq, ntexts, structured, size = unpack_one(buf, pos)
-                    if ntexts != 1 or structured or one_size + size != end - pos:
-                        raise FrameError("text frame lengths do not match the frame length")
-                    if seq != conn.expected:
-                        self._gap(conn, conn.expected, seq)
-                    conn.expected = seq + 1
-                    text = bytes(buf[pos + one_size : end])
-                    for sink, pending in text_plan:
-                        if levelno >= sink.level:
-                            pending.append(text)
-                    self.stats.records += 1
-                    pos = end
-                    continue
-                body = bytes(buf[pos + 5 : end])
                 pos = end
-                if conn.reserved:
-                    self._release(conn)
-                if kind == KIND_TEXT and conn.state == _STREAM:
-                    self._text(conn, body)
-                elif kind == KIND_RECORD and conn.state == _STREAM:
-                    self._record(conn, body)
-                else:
-                    self._control(conn, kind, body)
+                if handshake and conn.state == _STREAM:
+                    break
         finally:
             if pos:
                 del buf[:pos]
+
+    def _lines(self, conn: _Connection) -> None:
+        """Line mode: whole lines go to the sinks as they are; a NUL byte starts a frame."""
+        buf = conn.buf
+        n = len(buf)
+        pos = 0
+        pendings = self._pendings
+        stats = self.stats
+        try:
+            while pos < n:
+                if not buf[pos]:
+                    end = self._frame_at(conn, buf, pos + 1, n)
+                    if end < 0:
+                        break
+                    pos = end
+                    continue
+                nul = buf.find(b"\0", pos)
+                stop = n if nul < 0 else nul
+                last = buf.rfind(b"\n", pos, stop) + 1
+                if last:
+                    run = buf[pos:last]  # a copy: bytearray, see TextWriter
+                    count = run.count(b"\n")
+                    for pending in pendings:
+                        pending.append(run)
+                    conn.expected += count
+                    stats.records += count
+                    pos = last
+                if nul < 0:
+                    if n - pos >= LINE_LIMIT:
+                        raise FrameError(f"a line longer than {LINE_LIMIT} bytes")
+                    break
+                if pos != nul:
+                    raise FrameError("a frame began inside a line")
+        finally:
+            if pos:
+                del buf[:pos]
+
+    def _frame_at(self, conn: _Connection, buf: bytearray, pos: int, n: int) -> int:
+        """Handle the frame at ``pos``: return where the next one starts, or -1 if incomplete."""
+        if n - pos < 5:
+            return -1
+        length: int
+        kind: int
+        length, kind = HEADER.unpack_from(buf, pos)
+        limit = self._max_frame if conn.state == _STREAM else _CONTROL_LIMIT
+        if length < 1 or length > limit:
+            raise FrameError(f"bad frame length {length} (limit {limit})")
+        end = pos + 4 + length
+        if end > n:
+            if length > _UNRESERVED and conn.reserved < length:
+                self._reserve(conn, length)
+            return -1
+        if conn.reserved:
+            self._release(conn)
+        if (
+            kind == KIND_TEXT
+            and self._one_text
+            and conn.state == _STREAM
+            and length >= _ONE_TEXT_SIZE - 4
+        ):
+            # Hot path, inlined: header check, sequence, append the text.
+            _, _, levelno, seq, ntexts, structured, size = ONE_TEXT.unpack_from(buf, pos)
+            if ntexts != 1 or structured or _ONE_TEXT_SIZE + size != end - pos:
+                raise FrameError("text frame lengths do not match the frame length")
+            if seq != conn.expected:
+                self._gap(conn, conn.expected, seq)
+            conn.expected = seq + 1
+            text = bytes(buf[pos + _ONE_TEXT_SIZE : end])
+            for sink, pending in self._text_plan:
+                if levelno >= sink.level:
+                    pending.append(text)
+            self.stats.records += 1
+            return end
+        body = bytes(buf[pos + 5 : end])
+        if kind == KIND_TEXT and conn.state == _STREAM:
+            self._text(conn, body)
+        elif kind == KIND_RECORD and conn.state == _STREAM:
+            self._record(conn, body)
+        else:
+            self._control(conn, kind, body)
+        return end
 
     def _reserve(self, conn: _Connection, length: int) -> None:
         """Take ``length`` bytes of budget for ``conn``'s frame, or pause it until some is free."""
@@ -587,6 +671,7 @@ class Collector:
                 "formats": self._formats,
                 "structured": self._structured,
                 "overflow": self._overflow,
+                "lines": self._line_level,
             }
             try:
                 conn.sock.sendall(encode_json(KIND_CONFIG, config))
@@ -730,6 +815,7 @@ def _make_record(attrs: dict[str, Any]) -> logging.LogRecord:
 
 
 def _after_fork_in_child() -> None:
+    collector_threads.clear()
     for collector in list(_live_collectors):
         collector._forget_after_fork()
     _live_collectors.clear()

@@ -23,8 +23,8 @@ import weakref
 from logging import Formatter, Handler, LogRecord, getLogger
 from typing import Any, Final
 
-from . import _collector
 from ._codec import encode_record, encode_text, record_body
+from ._collector import LINE_LIMIT, collector_threads
 from ._overflow import DropNewest
 from ._sinks import ProducerFormatter, format_text
 from ._transport import ENV_ADDRESS, AttachError, client_handshake, parse_address
@@ -39,6 +39,10 @@ _RETRY_INTERVAL: Final = 1.0
 
 _live_handlers: weakref.WeakSet[FunnelHandler] = weakref.WeakSet()
 
+# Longer records go as frames even in line mode: UTF-8 takes at most 4 bytes
+# a character, so a line sent bare always fits the collector's LINE_LIMIT.
+_LINE_CHARS: Final = LINE_LIMIT // 4 - 1
+
 _FALLBACK_FORMAT: Final = (
     "%(asctime)s %(processName)s[%(process)d] %(levelname)s %(name)s: %(message)s"
     " [logfunnel: collector unreachable]"
@@ -52,7 +56,10 @@ class FunnelHandler(Handler):
     "logfunnel.FunnelHandler", "address": "..."}``. ``attach()`` is the usual
     way in: it also routes the root logger here. The steps are split like the
     stdlib ``QueueHandler``'s, ``emit`` calls ``prepare`` then ``send``, so a
-    subclass can change one of them.
+    subclass can change one of them. In line mode (when the collector offers
+    it, see ``_collector``) a one-line record goes as its formatted line with
+    no frame around it; a subclass that overrides ``prepare`` or ``send``
+    always gets frames.
     """
 
     def __init__(
@@ -88,6 +95,9 @@ class FunnelHandler(Handler):
         # The collector's text sinks, formatted here (see _sinks); empty: none.
         self._formatters: list[ProducerFormatter] = []
         self._structured = True
+        # Line mode (see _collector): the one formatter, and the sinks' level.
+        self._line: ProducerFormatter | None = None
+        self._line_level = 0
         _live_handlers.add(self)
 
     # -- connection --------------------------------------------------------
@@ -108,6 +118,16 @@ class FunnelHandler(Handler):
         self._sock, self.config = client_handshake(self._address, hello, self.timeout)
         self._formatters = [ProducerFormatter(spec) for spec in self.config.get("formats", ())]
         self._structured = bool(self.config.get("structured", True))
+        lines = self.config.get("lines")
+        if (
+            lines is not None
+            and len(self._formatters) == 1
+            and type(self).prepare is FunnelHandler.prepare
+            and type(self).send is FunnelHandler.send
+        ):
+            self._line, self._line_level = self._formatters[0], int(lines)
+        else:
+            self._line = None
         if self.config.get("overflow") == "drop":
             self._dropper = self._dropper or DropNewest()
             self._dropper.restart()
@@ -133,18 +153,33 @@ class FunnelHandler(Handler):
 
     def emit(self, record: LogRecord) -> None:
         """Encode and send; on any failure the record goes to the fallback."""
-        collector = getattr(_collector.collector_thread, "collector", None)
-        if collector is not None:
-            # A sink logged from inside the collector thread: writing to our
-            # own socket could block on the thread that must read it.
-            collector.handle(record)
-            return
+        if collector_threads:
+            collector = collector_threads.get(threading.get_ident())
+            if collector is not None:
+                # A sink logged from inside the collector thread: writing to
+                # our own socket could block on the thread that must read it.
+                collector.handle(record)
+                return
         try:
             if self._sock is None or self._pid != os.getpid():
                 if time.monotonic() < self._retry_at:
                     self._fallback(record, None)
                     return
                 self._connect()
+            line = self._line
+            if line is not None:
+                # Line mode: a one-line record goes as its bare line.
+                if record.levelno < self._line_level:
+                    return  # no sink takes it; the collector could not tell
+                try:
+                    text = line.format(record)
+                except Exception:
+                    text = format_text(line, record)
+                if "\n" not in text and "\0" not in text and len(text) <= _LINE_CHARS:
+                    self._send_line((text + "\n").encode("utf-8", "backslashreplace"))
+                    return
+                self.send(b"\0" + encode_text(record.levelno, self._seq, [text + "\n"]))
+                return
             self.send(self.prepare(record))
         except AttachError as exc:
             self._retry_at = time.monotonic() + _RETRY_INTERVAL
@@ -161,7 +196,7 @@ class FunnelHandler(Handler):
         formatters = self._formatters
         if not formatters:
             return encode_record(record, self._seq)
-        texts = [format_text(formatter, record) for formatter in formatters]
+        texts = [format_text(formatter, record) + formatter.terminator for formatter in formatters]
         structured = record_body(record, self._seq) if self._structured else b""
         return encode_text(record.levelno, self._seq, texts, structured)
 
@@ -182,6 +217,16 @@ class FunnelHandler(Handler):
             sock.sendall(frame)
         except BaseException:
             # A frame cut short leaves the stream unusable: start afresh.
+            self._drop_connection()
+            raise
+        self._seq += 1
+
+    def _send_line(self, data: bytes) -> None:
+        sock = self._sock
+        assert sock is not None
+        try:
+            sock.sendall(data)
+        except BaseException:
             self._drop_connection()
             raise
         self._seq += 1

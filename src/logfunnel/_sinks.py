@@ -20,6 +20,7 @@ record, without the stdlib's per-record ``format``, ``seek`` and ``stat``.
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import logging.handlers
 import os
@@ -50,6 +51,7 @@ def text_spec(sink: logging.Handler) -> dict[str, Any] | None:
     """How producers can format for ``sink``, or None if only the sink itself can."""
     if type(sink) not in _EXACT_TYPES or sink.filters:
         return None
+    assert isinstance(sink, logging.StreamHandler)
     formatter = sink.formatter or _default_formatter
     if type(formatter) is not logging.Formatter:
         return None
@@ -70,6 +72,7 @@ def text_spec(sink: logging.Handler) -> dict[str, Any] | None:
         "utc": utc,
         "time_format": formatter.default_time_format,
         "msec_format": formatter.default_msec_format,
+        "terminator": sink.terminator,
     }
 
 
@@ -78,7 +81,9 @@ class ProducerFormatter(logging.Formatter):
 
     It formats exactly like ``logging.Formatter``. ``time.strftime`` has
     one-second resolution, so its result is cached per second; the
-    milliseconds are added afterwards as the stdlib does.
+    milliseconds are added afterwards as the stdlib does. A plain record
+    (no exception, no stack) under a ``%``-style format is formatted in one
+    step, without the stdlib's chain of method calls.
     """
 
     def __init__(self, spec: dict[str, Any]) -> None:
@@ -87,9 +92,23 @@ class ProducerFormatter(logging.Formatter):
         self.default_msec_format = spec["msec_format"]
         if spec["utc"]:
             self.converter = time.gmtime
+        #: What the sink writes after each record; the producer appends it.
+        self.terminator: str = spec.get("terminator", "\n")
         self._uses_time = self._style.usesTime()
+        self._percent = spec["style"] == "%"
         self._second = -1
         self._stamp = ""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not self._percent or record.exc_info or record.exc_text or record.stack_info:
+            return super().format(record)
+        record.message = record.getMessage()
+        if self._uses_time:
+            record.asctime = self.formatTime(record, self.datefmt)
+        try:
+            return self._fmt % record.__dict__  # type: ignore[operator]
+        except KeyError:
+            return super().format(record)  # raises the stdlib's own error for it
 
     def usesTime(self) -> bool:
         return self._uses_time
@@ -120,14 +139,22 @@ def format_text(formatter: logging.Formatter, record: logging.LogRecord) -> str:
 
 
 class TextWriter:
-    """Batches producer-formatted lines for one sink and writes them under its lock."""
+    """Batches producer-formatted records for one sink and writes them under its lock.
+
+    ``pending`` holds encoded text, each item ending with the sink's
+    terminator. A ``bytes`` item is one record, which may span lines. A
+    ``bytearray`` item is a run of whole single-line records, as line mode
+    reads them off the wire (see the collector); only those are ever split,
+    at their newlines, and only when a size rotation falls inside them.
+    """
 
     def __init__(self, sink: logging.StreamHandler[Any]) -> None:
         self.sink = sink
-        #: Lines waiting for the next flush; appended to by the collector.
-        self.pending: list[bytes] = []
-        self.terminator = sink.terminator.encode("utf-8")
+        #: Records waiting for the next flush; appended to by the collector.
+        self.pending: list[bytes | bytearray] = []
         self.errors = 0
+        self._raw_for: object = None
+        self._raw: Any = None
         #: How a batch is run: at once by default; the collector routes it
         #: through the sink's guard, which moves a slow sink to its own thread.
         self.submit: Callable[[Callable[[], object], int, int], None] = _run_now
@@ -139,9 +166,10 @@ class TextWriter:
         # Cleared in place: the collector holds a reference to this list.
         batch = self.pending[:]
         self.pending.clear()
-        self.submit(functools.partial(self.write, batch), sum(map(len, batch)), len(batch))
+        lines = sum(item.count(b"\n") if type(item) is bytearray else 1 for item in batch)
+        self.submit(functools.partial(self.write, batch), sum(map(len, batch)), lines)
 
-    def write(self, batch: list[bytes]) -> None:
+    def write(self, batch: list[bytes | bytearray]) -> None:
         """Write ``batch`` under the sink's lock, rotating between lines; failures go
         to the sink's ``handleError``, never up to the caller."""
         sink = self.sink
@@ -167,34 +195,68 @@ class TextWriter:
             sink.stream = sink._open()
         return sink.stream
 
-    def _write(self, parts: list[bytes]) -> None:
-        term = self.terminator
-        data = term.join(parts) + term
-        self._stream().write(data.decode("utf-8", "backslashreplace"))
+    def _write(self, parts: list[bytes | bytearray]) -> None:
+        data = b"".join(parts)
+        stream = self._stream()
+        raw = self._raw_buffer(stream)
+        if raw is not None and data.isascii():
+            # ASCII is the same bytes in the stream's encoding: skip the
+            # decode and re-encode through the text layer.
+            stream.flush()
+            raw.write(data)
+        else:
+            stream.write(data.decode("utf-8", "backslashreplace"))
         self.sink.flush()
 
+    def _raw_buffer(self, stream: Any) -> Any:
+        """The binary buffer under a file sink's own text stream, if bytes may go there.
+
+        Only a stream the ``FileHandler`` opened itself qualifies: its newline
+        handling is known (none on POSIX) and its encoding is checked to
+        write ASCII unchanged. A user's stream (a console) always gets text.
+        """
+        if stream is not self._raw_for:
+            self._raw_for, self._raw = stream, None
+            encoding = getattr(stream, "encoding", None)
+            if (
+                isinstance(self.sink, logging.FileHandler)
+                and isinstance(stream, io.TextIOWrapper)
+                and os.linesep == "\n"
+                and encoding
+                and _keeps_ascii(encoding)
+            ):
+                self._raw = stream.buffer
+        return self._raw
+
     def _write_rotating(
-        self, sink: logging.handlers.RotatingFileHandler, parts: list[bytes]
+        self, sink: logging.handlers.RotatingFileHandler, parts: list[bytes | bytearray]
     ) -> None:
         limit = sink.maxBytes
         if limit <= 0:
             self._write(parts)
             return
-        stream = self._stream()
-        position = stream.tell()
-        term_size = len(self.terminator)
-        start = 0
-        for index, part in enumerate(parts):
-            size = len(part) + term_size
-            if position and position + size >= limit and _regular_file(sink.baseFilename):
-                if index > start:
-                    self._write(parts[start:index])
-                sink.doRollover()
-                self._stream()
-                position = 0
-                start = index
-            position += size
-        self._write(parts[start:])
+        position = self._stream().tell()
+        out: list[bytes | bytearray] = []
+        for part in parts:
+            if position + len(part) < limit:
+                out.append(part)
+                position += len(part)
+                continue
+            # The limit falls inside this item: go record by record.
+            records = _split_lines(part) if type(part) is bytearray else (part,)
+            for record in records:
+                size = len(record)
+                if position and position + size >= limit and _regular_file(sink.baseFilename):
+                    if out:
+                        self._write(out)
+                        out = []
+                    sink.doRollover()
+                    self._stream()
+                    position = 0
+                out.append(record)
+                position += size
+        if out:
+            self._write(out)
 
     @staticmethod
     def _roll_by_time(sink: logging.handlers.TimedRotatingFileHandler) -> None:
@@ -202,14 +264,33 @@ class TextWriter:
             sink.doRollover()
 
     @staticmethod
-    def _as_record(parts: list[bytes]) -> logging.LogRecord:
-        text = parts[0].decode("utf-8", "backslashreplace") if parts else ""
-        more = f" (and {len(parts) - 1} more)" if len(parts) > 1 else ""
+    def _as_record(parts: list[bytes | bytearray]) -> logging.LogRecord:
+        count = sum(part.count(b"\n") if type(part) is bytearray else 1 for part in parts)
+        first = _split_lines(parts[0])[0] if parts else b""
+        text = first.decode("utf-8", "backslashreplace").rstrip("\r\n")
+        more = f" (and {count - 1} more)" if count > 1 else ""
         record = logging.LogRecord(
             "logfunnel", logging.ERROR, __file__, 0, "%s%s", (text, more), None
         )
-        record.__dict__[LINES_ATTR] = len(parts)
+        record.__dict__[LINES_ATTR] = count
         return record
+
+
+def _split_lines(part: bytes | bytearray) -> list[bytes | bytearray]:
+    """The records of a ``pending`` item: a line run split at its newlines, else itself."""
+    if type(part) is not bytearray:
+        return [part]
+    return [line + b"\n" for line in part.split(b"\n")[:-1]]
+
+
+@functools.lru_cache(maxsize=16)
+def _keeps_ascii(encoding: str) -> bool:
+    """Whether ``encoding`` writes every ASCII character as that same byte."""
+    probe = "".join(map(chr, range(128)))
+    try:
+        return probe.encode(encoding) == probe.encode("ascii")
+    except (LookupError, UnicodeError):
+        return False
 
 
 def _run_now(job: Callable[[], object], size: int, lines: int) -> None:
