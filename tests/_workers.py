@@ -142,3 +142,28 @@ def forks_a_grandchild() -> None:
 def root_level() -> int:
     """The child's root level, as attach() left it."""
     return logging.getLogger().level
+
+
+def mixed_message(index: int, number: int) -> str:
+    """Record ``number`` of worker ``index`` in the line-mode scenario: mostly one
+    line, sometimes several lines, a NUL, non-ASCII text or more than fits a line."""
+    head = f"w{index} n{number}"
+    if number % 101 == 0:
+        return f"{head} long " + "y" * 70_000
+    if number % 13 == 0:
+        return f"{head} nul \0 inside"
+    if number % 11 == 0:
+        return f"{head} first line\n  second line"
+    if number % 7 == 0:
+        return f"{head} h\u00e9llo \u2713"
+    return f"{head} short"
+
+
+def mixed_records(index: int, count: int) -> None:
+    """``mixed_message`` records, then one with a traceback."""
+    for number in range(count):
+        log.info("%s", mixed_message(index, number))
+    try:
+        raise ValueError(f"w{index} failed on purpose")
+    except ValueError:
+        log.exception("w%d n%d traceback", index, count)

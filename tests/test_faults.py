@@ -54,6 +54,42 @@ class Capture(logging.Handler):
         ]
 
 
+class LineCapture:
+    """A file sink, so that producers send bare lines (line mode), read back with
+    Capture's questions once the funnel has stopped."""
+
+    # Long enough that a cut 60 bytes into a record's line is inside it.
+    FORMAT = "%(levelno)d|%(name)s|%(asctime)s|%(pathname)s|%(message)s"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.handler = logging.FileHandler(path, encoding="utf-8")
+        self.handler.setFormatter(logging.Formatter(self.FORMAT))
+
+    def _records(self) -> list[tuple[int, str, str]]:
+        records = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            levelno, name, _, _, message = line.split("|", 4)
+            records.append((int(levelno), name, message))
+        return records
+
+    def messages(self, name: str | None = "worker") -> list[str]:
+        return [m for _, n, m in self._records() if name is None or n == name]
+
+    def own(self, level: int = logging.NOTSET) -> list[str]:
+        return [m for lv, n, m in self._records() if n == "logfunnel" and lv >= level]
+
+
+@pytest.fixture(params=["records", "lines"])
+def sink(request: pytest.FixtureRequest, tmp_path: Path) -> Capture | LineCapture:
+    """A record sink (frames on the wire) or a file sink (bare lines on the wire)."""
+    return Capture() if request.param == "records" else LineCapture(tmp_path / "app.log")
+
+
+def sinks_of(sink: Capture | LineCapture) -> list[logging.Handler]:
+    return [sink.handler if isinstance(sink, LineCapture) else sink]
+
+
 def join_all(procs: list[Any]) -> None:
     for proc in procs:
         proc.join(JOIN_TIMEOUT)
@@ -83,10 +119,13 @@ def wait_for_exit(pid: int, timeout: float) -> bool:
 
 
 class TestProducerDeath:
-    def test_sigkill_mid_frame_spares_the_other_producers(self, start_method: str) -> None:
-        """A producer killed half-way through a frame costs only that frame, counted and logged."""
-        capture = Capture()
-        with logfunnel.Funnel(handlers=[capture]) as funnel:
+    def test_sigkill_mid_frame_spares_the_other_producers(
+        self, start_method: str, sink: Capture | LineCapture
+    ) -> None:
+        """A producer killed half-way through a frame (or a line) costs only that record,
+        counted and logged."""
+        capture = sink
+        with logfunnel.Funnel(handlers=sinks_of(sink)) as funnel:
             ctx = funnel.context(start_method)
             steady = [ctx.Process(target=hw.numbered, args=(i, 3000)) for i in range(3)]
             torn = ctx.Process(target=hw.kill_self_after_cut, args=(-7,))
@@ -100,17 +139,21 @@ class TestProducerDeath:
         assert "torn" not in capture.messages()
         assert (stats.partial_frames, stats.bad_connections, stats.gaps) == (1, 0, 0)
         (warning,) = capture.own(logging.WARNING)
+        unit = "line" if isinstance(sink, LineCapture) else "frame"
         assert re.fullmatch(
-            r"logfunnel: pid \d+ on \S+ \(pid \d+ on \S+\) ended inside a frame; "
+            rf"logfunnel: pid \d+ on \S+ \(pid \d+ on \S+\) ended inside a {unit}; "
             r"discarded \d+ partial bytes",
             warning,
         )
 
     @pytest.mark.parametrize("cut", [1, 4, 5, 60, -1], ids=lambda c: f"cut{c}")
-    def test_every_cut_point_of_a_frame(self, start_method: str, cut: int) -> None:
-        """Death after 1, 4, 5 (a header), 60 or all-but-one bytes: one partial frame, counted."""
-        capture = Capture()
-        with logfunnel.Funnel(handlers=[capture]) as funnel:
+    def test_every_cut_point_of_a_frame(
+        self, start_method: str, cut: int, sink: Capture | LineCapture
+    ) -> None:
+        """Death after 1, 4, 5 (a frame header), 60 or all-but-one bytes of a frame or a
+        line: one partial record, counted."""
+        capture = sink
+        with logfunnel.Funnel(handlers=sinks_of(sink)) as funnel:
             ctx = funnel.context(start_method)
             steady = ctx.Process(target=hw.numbered, args=(0, 1000))
             torn = ctx.Process(target=hw.kill_self_after_cut, args=(cut,))
@@ -159,10 +202,14 @@ class TestProducerDeath:
         assert (stats.internal_errors, stats.bad_connections) == (0, 0)
         assert capture.own(logging.ERROR) == []
 
-    def test_random_sigkill_while_streaming_big_frames(self, start_method: str) -> None:
-        """SIGKILL at an arbitrary point of 200 KiB frames: a whole, gap-free prefix arrives."""
-        capture = Capture()
-        with logfunnel.Funnel(handlers=[capture]) as funnel:
+    def test_random_sigkill_while_streaming_big_frames(
+        self, start_method: str, sink: Capture | LineCapture
+    ) -> None:
+        """SIGKILL at an arbitrary point of 200 KiB frames: a whole, gap-free prefix arrives.
+
+        In line mode such records are frames behind a NUL byte, among the lines."""
+        capture = sink
+        with logfunnel.Funnel(handlers=sinks_of(sink)) as funnel:
             ctx = funnel.context(start_method)
             logged = ctx.Event()
             victim = ctx.Process(target=hw.big_records_until_killed, args=(logged, 50))
@@ -185,11 +232,14 @@ class TestProducerDeath:
 
 
 class TestForkWhileLogging:
-    def test_fork_while_another_thread_is_mid_frame(self, start_method: str) -> None:
-        """200 forks, each while another thread holds the handler half-way through a frame."""
-        capture = Capture()
+    def test_fork_while_another_thread_is_mid_frame(
+        self, start_method: str, sink: Capture | LineCapture
+    ) -> None:
+        """200 forks, each while another thread holds the handler half-way through a frame
+        (or a line)."""
+        capture = sink
         rounds = 200
-        with logfunnel.Funnel(handlers=[capture]) as funnel:
+        with logfunnel.Funnel(handlers=sinks_of(sink)) as funnel:
             proc = funnel.context(start_method).Process(
                 target=hw.fork_while_logging, args=(rounds,)
             )

@@ -18,11 +18,19 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _peers import (
+    closed_by_peer,
+    connect,
+    handshake,
+    hello_frame,
+    record_frame,
+    recv_exact,
+    serve,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,15 +38,12 @@ import logfunnel
 from logfunnel import _codec, _collector
 from logfunnel._codec import (
     KIND_AUTH,
-    KIND_HELLO,
     KIND_RECORD,
     MAX_FRAME,
     PROTOCOL_VERSION,
     FrameError,
     decode_json,
     decode_record,
-    encode_json,
-    encode_record,
 )
 from logfunnel._collector import Collector
 from logfunnel._transport import Address, listen, remove_private_dir
@@ -65,69 +70,6 @@ class Capture(logging.Handler):
     def wait_until(self, count: int, name: str = "worker", timeout: float = 30) -> bool:
         with self.changed:
             return self.changed.wait_for(lambda: len(self.messages(name)) >= count, timeout)
-
-
-@contextlib.contextmanager
-def serve(
-    sinks: list[logging.Handler], spec: str | None = None, **options: Any
-) -> Iterator[tuple[Collector, Address]]:
-    """A started collector with the given limits, stopped and cleaned up afterwards."""
-    sock, address, private_dir = listen(spec, None)
-    collector = Collector(sock, address, sinks, 0, **options)
-    collector.start()
-    try:
-        yield collector, address
-    finally:
-        collector.stop(30)
-        remove_private_dir(private_dir, address.path or None)
-
-
-def record_frame(message: str, seq: int = 0, **extra: Any) -> bytes:
-    record = logging.LogRecord("worker", logging.WARNING, __file__, 1, message, None, None)
-    record.__dict__.update(extra)
-    return encode_record(record, seq)
-
-
-def hello_frame(version: int = PROTOCOL_VERSION, pid: int = 4242) -> bytes:
-    return encode_json(KIND_HELLO, {"v": version, "host": "h", "pid": pid, "start": 1.0})
-
-
-def connect(address: Address) -> socket.socket:
-    sock = socket.socket(address.family, socket.SOCK_STREAM)
-    sock.settimeout(30)
-    sock.connect(address.sockaddr)
-    return sock
-
-
-def handshake(address: Address) -> socket.socket:
-    """A raw producer connection that has said hello and read the answer."""
-    sock = connect(address)
-    sock.sendall(hello_frame())
-    length, _ = struct.unpack("<IB", _recv_exact(sock, 5))
-    _recv_exact(sock, length - 1)
-    return sock
-
-
-def _recv_exact(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        assert chunk, "closed early"
-        data += chunk
-    return data
-
-
-def closed_by_peer(sock: socket.socket, timeout: float = 30) -> bool:
-    """True once the collector has closed this connection (whatever it had sent before)."""
-    sock.settimeout(timeout)
-    try:
-        while sock.recv(65536):
-            pass
-    except ConnectionResetError:
-        pass
-    except TimeoutError:
-        return False
-    return True
 
 
 # -- the decoder under fuzzing ------------------------------------------------------------
@@ -276,7 +218,7 @@ def _collector_record_header_size() -> int:
 HOSTILE = {
     "random-bytes": os.urandom(4096),
     "huge-length": struct.pack("<IB", 0x7FFFFFFF, KIND_RECORD),
-    "wrong-version": hello_frame(version=2),
+    "wrong-version": hello_frame(version=PROTOCOL_VERSION + 1),
     "record-before-hello": record_frame("sneaky"),
     "bad-utf8": hello_frame()
     + record_frame("bad \udcff", 0).replace(b"bad \\udcff", b"bad \xff\xfe\xfd\xfc\xfb\xfa"),
@@ -449,7 +391,7 @@ class TestAccess:
 
             def attempt(answer: bytes | None) -> None:
                 sock = connect(address)
-                _recv_exact(sock, 40)  # the challenge, which this peer cannot answer
+                recv_exact(sock, 40)  # the challenge, which this peer cannot answer
                 if answer is not None:
                     body = answer + os.urandom(32)
                     sock.sendall(struct.pack("<IB", len(body) + 1, KIND_AUTH) + body + records)
@@ -462,7 +404,7 @@ class TestAccess:
             attempt(os.urandom(32))  # a wrong answer
             # A replay: the right answer to another connection's challenge.
             sniffed = connect(address)
-            old_nonce = _recv_exact(sniffed, 40)[8:]
+            old_nonce = recv_exact(sniffed, 40)[8:]
             sniffed.close()
             attempt(hmac.new(address.key, old_nonce, hashlib.sha256).digest())
             logging.getLogger("worker").warning("the owner")

@@ -144,6 +144,7 @@ class _Connection:
         "since",
         "sock",
         "state",
+        "stream",
     )
 
     def __init__(self, sock: socket.socket, state: int, label: str) -> None:
@@ -151,6 +152,8 @@ class _Connection:
         self.buf = bytearray()
         self.state = state
         self.identity: tuple[str, int, float] | None = None
+        # The producer's identity and which of its handlers: its sequence's key.
+        self.stream: tuple[str, int, float, int] | None = None
         self.expected = 0
         self.nonce = b""
         self.label = label
@@ -219,7 +222,7 @@ class Collector:
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._connections: dict[int, _Connection] = {}
-        self._next_seq: dict[tuple[str, int, float], int] = {}
+        self._next_seq: dict[tuple[str, int, float, int], int] = {}
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._owner_pid = os.getpid()
@@ -651,19 +654,25 @@ class Collector:
                 identity = (str(hello["host"]), int(hello["pid"]), float(hello["start"]))
             except (KeyError, TypeError, ValueError):
                 raise FrameError("hello frame lacks host, pid or start") from None
-            conn.identity = identity
+            try:
+                seq = int(hello.get("seq", 0))
+                stream = (*identity, int(hello.get("stream", 0)))
+            except (TypeError, ValueError):
+                raise FrameError("hello frame has a bad sequence or stream number") from None
+            conn.identity, conn.stream = identity, stream
             conn.label = f"pid {identity[1]} on {identity[0]}"
-            if identity not in self._next_seq and len(self._next_seq) >= _SEQ_MEMORY:
-                # Forget the producer seen longest ago, so a stream of short-lived
+            if stream not in self._next_seq and len(self._next_seq) >= _SEQ_MEMORY:
+                # Forget the stream seen longest ago, so a stream of short-lived
                 # producers cannot grow this without bound.
                 del self._next_seq[next(iter(self._next_seq))]
             self.stats.producers.add(identity)
-            # A producer that reconnects continues its sequence; what the
-            # last connection saw tells whether records went missing between.
-            try:
-                conn.expected = self._next_seq.get(identity, int(hello.get("seq", 0)))
-            except (TypeError, ValueError):
-                raise FrameError("hello frame has a bad sequence number") from None
+            # A producer that reconnects continues its sequence, and says where
+            # it is: records it sent that never arrived are missing here.
+            # (Lines carry no number, so this is where line mode sees such a gap.)
+            conn.expected = self._next_seq.get(stream, seq)
+            if seq != conn.expected:
+                self._gap(conn, conn.expected, seq)
+                conn.expected = seq
             config = {
                 "v": PROTOCOL_VERSION,
                 "level": self._level,
@@ -762,8 +771,8 @@ class Collector:
         return conn.label
 
     def _close(self, conn: _Connection, error: str | None) -> None:
-        if conn.identity is not None:
-            self._next_seq[conn.identity] = conn.expected
+        if conn.stream is not None:
+            self._next_seq[conn.stream] = conn.expected
             if len(self._next_seq) > _SEQ_MEMORY:
                 del self._next_seq[next(iter(self._next_seq))]
         fd = conn.sock.fileno()

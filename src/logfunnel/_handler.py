@@ -15,6 +15,7 @@ its first record. ``logging`` re-creates handler locks in the child itself.
 from __future__ import annotations
 
 import os
+import random
 import socket
 import sys
 import threading
@@ -56,10 +57,9 @@ class FunnelHandler(Handler):
     "logfunnel.FunnelHandler", "address": "..."}``. ``attach()`` is the usual
     way in: it also routes the root logger here. The steps are split like the
     stdlib ``QueueHandler``'s, ``emit`` calls ``prepare`` then ``send``, so a
-    subclass can change one of them. In line mode (when the collector offers
-    it, see ``_collector``) a one-line record goes as its formatted line with
-    no frame around it; a subclass that overrides ``prepare`` or ``send``
-    always gets frames.
+    subclass can change one of them: ``prepare`` returns the bytes that
+    go on the wire for a record, whatever the mode (see ``_collector``), and
+    ``send`` writes them.
     """
 
     def __init__(
@@ -90,6 +90,8 @@ class FunnelHandler(Handler):
         self._sock: socket.socket | None = None
         self._pid = os.getpid()
         self._seq = 0
+        # Tells this handler's sequence from another's in the same process.
+        self._stream = random.getrandbits(62)
         self._retry_at = 0.0
         self._fallback_formatter = Formatter(_FALLBACK_FORMAT)
         # The collector's text sinks, formatted here (see _sinks); empty: none.
@@ -114,17 +116,18 @@ class FunnelHandler(Handler):
     def _connect(self) -> None:
         self._drop_connection()
         self._pid = os.getpid()
-        hello = {"host": _HOST, "pid": self._pid, "start": _process_start, "seq": self._seq}
+        hello = {
+            "host": _HOST,
+            "pid": self._pid,
+            "start": _process_start,
+            "seq": self._seq,
+            "stream": self._stream,
+        }
         self._sock, self.config = client_handshake(self._address, hello, self.timeout)
         self._formatters = [ProducerFormatter(spec) for spec in self.config.get("formats", ())]
         self._structured = bool(self.config.get("structured", True))
         lines = self.config.get("lines")
-        if (
-            lines is not None
-            and len(self._formatters) == 1
-            and type(self).prepare is FunnelHandler.prepare
-            and type(self).send is FunnelHandler.send
-        ):
+        if lines is not None and len(self._formatters) == 1:
             self._line, self._line_level = self._formatters[0], int(lines)
         else:
             self._line = None
@@ -144,6 +147,7 @@ class FunnelHandler(Handler):
         self._drop_connection()
         self._pid = os.getpid()
         self._seq = 0
+        self._stream = random.getrandbits(62)
         self._retry_at = 0.0
         self.fallbacks = 0
         self.dropped = 0
@@ -166,20 +170,8 @@ class FunnelHandler(Handler):
                     self._fallback(record, None)
                     return
                 self._connect()
-            line = self._line
-            if line is not None:
-                # Line mode: a one-line record goes as its bare line.
-                if record.levelno < self._line_level:
-                    return  # no sink takes it; the collector could not tell
-                try:
-                    text = line.format(record)
-                except Exception:
-                    text = format_text(line, record)
-                if "\n" not in text and "\0" not in text and len(text) <= _LINE_CHARS:
-                    self._send_line((text + "\n").encode("utf-8", "backslashreplace"))
-                    return
-                self.send(b"\0" + encode_text(record.levelno, self._seq, [text + "\n"]))
-                return
+            if self._line is not None and record.levelno < self._line_level:
+                return  # line mode: no sink takes it, and lines carry no level
             self.send(self.prepare(record))
         except AttachError as exc:
             self._retry_at = time.monotonic() + _RETRY_INTERVAL
@@ -191,8 +183,22 @@ class FunnelHandler(Handler):
             self.handleError(record)
 
     def prepare(self, record: LogRecord) -> bytes:
-        """The frame for ``record``: the lines of the collector's text sinks,
-        formatted here, and the structured record if another sink needs it."""
+        """What goes on the wire for ``record``.
+
+        In line mode, a one-line record is its formatted line; any other is
+        a NUL byte and a frame. Otherwise it is a frame with the lines of the
+        collector's text sinks, formatted here, and the structured record if
+        another sink needs it.
+        """
+        line = self._line
+        if line is not None:
+            try:
+                text = line.format(record)
+            except Exception:
+                text = format_text(line, record)
+            if "\n" not in text and "\0" not in text and len(text) <= _LINE_CHARS:
+                return (text + "\n").encode("utf-8", "backslashreplace")
+            return b"\0" + encode_text(record.levelno, self._seq, [text + "\n"])
         formatters = self._formatters
         if not formatters:
             return encode_record(record, self._seq)
@@ -201,7 +207,7 @@ class FunnelHandler(Handler):
         return encode_text(record.levelno, self._seq, texts, structured)
 
     def send(self, frame: bytes) -> None:
-        """Write one frame whole; the sequence number advances only once it is out."""
+        """Write one record's bytes whole; the sequence number advances only once they are out."""
         sock = self._sock
         assert sock is not None
         dropper = self._dropper
@@ -217,16 +223,6 @@ class FunnelHandler(Handler):
             sock.sendall(frame)
         except BaseException:
             # A frame cut short leaves the stream unusable: start afresh.
-            self._drop_connection()
-            raise
-        self._seq += 1
-
-    def _send_line(self, data: bytes) -> None:
-        sock = self._sock
-        assert sock is not None
-        try:
-            sock.sendall(data)
-        except BaseException:
             self._drop_connection()
             raise
         self._seq += 1
