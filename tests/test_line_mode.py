@@ -316,7 +316,7 @@ def _parse(chunks: list[bytes]) -> tuple[bytes, int, bytes]:
     for chunk in chunks:
         conn.buf += chunk
         collector._lines(conn)
-    return b"".join(collector._pendings[0]), collector.stats.records, bytes(conn.buf)
+    return b"".join(collector._writers[0].pending), collector.stats.records, bytes(conn.buf)
 
 
 _no_break = st.characters(blacklist_characters="\n\0", blacklist_categories=["Cs"])

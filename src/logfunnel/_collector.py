@@ -201,7 +201,7 @@ class Collector:
             assert isinstance(sink, logging.StreamHandler)
             self._plan.append((sink, TextWriter(sink), self._formats.index(spec)))
         self._writers = [writer for _, writer, _ in self._plan if writer is not None]
-        self._text_plan = [(sink, w.pending) for sink, w, _ in self._plan if w is not None]
+        self._text_plan = [(sink, w) for sink, w, _ in self._plan if w is not None]
         self._structured = on_record is not None or any(w is None for _, w, _ in self._plan)
         # All sinks take text of one format: frames need no decoding beyond a header.
         self._one_text = len(self._formats) == 1 and not self._structured
@@ -215,11 +215,11 @@ class Collector:
             and self._formats[0]["terminator"] == "\n"
         ):
             self._line_level = levels.pop()
-        self._pendings = [w.pending for w in self._writers]
         self._max_frame = max_frame
         self._on_record = on_record
         self.stats = CollectorStats()
         self._selector = selectors.DefaultSelector()
+        self._recv_view = memoryview(bytearray(_RECV_SIZE))
         self._wake_r, self._wake_w = socket.socketpair()
         self._connections: dict[int, _Connection] = {}
         self._next_seq: dict[tuple[str, int, float, int], int] = {}
@@ -471,17 +471,19 @@ class Collector:
         if conn is None or conn.paused:
             return False
         try:
-            data = conn.sock.recv(_RECV_SIZE)
+            # Into one reused buffer: a fresh 256 KiB bytes object per read
+            # would cost an mmap, page faults and an munmap each time.
+            size = conn.sock.recv_into(self._recv_view)
         except (BlockingIOError, InterruptedError):
             return False
         except ConnectionResetError:
             # A producer killed with our handshake answer unread resets the
             # connection: that is its end, as an EOF is, not a collector error.
-            data = b""
+            size = 0
         except OSError as exc:
             self._close(conn, f"read failed: {exc}")
             return False
-        if not data:
+        if not size:
             if conn.buf:
                 self.stats.partial_frames += 1
                 self._report(
@@ -494,7 +496,7 @@ class Collector:
                 )
             self._close(conn, None)
             return False
-        conn.buf += data
+        conn.buf += self._recv_view[:size]
         try:
             if conn.state != _STREAM:
                 self._frames(conn)  # the handshake: stops where it ends
@@ -533,7 +535,7 @@ class Collector:
         buf = conn.buf
         n = len(buf)
         pos = 0
-        pendings = self._pendings
+        writers = self._writers
         stats = self.stats
         try:
             while pos < n:
@@ -549,8 +551,9 @@ class Collector:
                 if last:
                     run = buf[pos:last]  # a copy: bytearray, see TextWriter
                     count = run.count(b"\n")
-                    for pending in pendings:
-                        pending.append(run)
+                    for writer in writers:
+                        writer.pending.append(run)
+                        writer.lines += count
                     conn.expected += count
                     stats.records += count
                     pos = last
@@ -595,9 +598,10 @@ class Collector:
                 self._gap(conn, conn.expected, seq)
             conn.expected = seq + 1
             text = bytes(buf[pos + _ONE_TEXT_SIZE : end])
-            for sink, pending in self._text_plan:
+            for sink, writer in self._text_plan:
                 if levelno >= sink.level:
-                    pending.append(text)
+                    writer.pending.append(text)
+                    writer.lines += 1
             self.stats.records += 1
             return end
         body = bytes(buf[pos + 5 : end])
@@ -718,6 +722,7 @@ class Collector:
                 continue
             if writer is not None:
                 writer.pending.append(texts[index])
+                writer.lines += 1
             else:
                 assert record is not None
                 self._deliver(sink, record)

@@ -100,6 +100,10 @@ class FunnelHandler(Handler):
         # Line mode (see _collector): the one formatter, and the sinks' level.
         self._line: ProducerFormatter | None = None
         self._line_level = 0
+        # Neither prepare() nor send() is overridden: emit may do both inline.
+        self._plain = type(self).prepare is FunnelHandler.prepare and (
+            type(self).send is FunnelHandler.send
+        )
         _live_handlers.add(self)
 
     # -- connection --------------------------------------------------------
@@ -170,9 +174,24 @@ class FunnelHandler(Handler):
                     self._fallback(record, None)
                     return
                 self._connect()
-            if self._line is not None and record.levelno < self._line_level:
+            line = self._line
+            if line is None:
+                self.send(self.prepare(record))
+                return
+            if record.levelno < self._line_level:
                 return  # line mode: no sink takes it, and lines carry no level
-            self.send(self.prepare(record))
+            if not self._plain:
+                self.send(self.prepare(record))
+                return
+            # Line mode's hot path: prepare() and send() in one.
+            data = self._line_wire(format_text(line, record), record.levelno)
+            sock = self._sock
+            try:
+                sock.sendall(data)  # type: ignore[union-attr]
+            except BaseException:
+                self._drop_connection()
+                raise
+            self._seq += 1
         except AttachError as exc:
             self._retry_at = time.monotonic() + _RETRY_INTERVAL
             self._fallback(record, exc)
@@ -192,19 +211,19 @@ class FunnelHandler(Handler):
         """
         line = self._line
         if line is not None:
-            try:
-                text = line.format(record)
-            except Exception:
-                text = format_text(line, record)
-            if "\n" not in text and "\0" not in text and len(text) <= _LINE_CHARS:
-                return (text + "\n").encode("utf-8", "backslashreplace")
-            return b"\0" + encode_text(record.levelno, self._seq, [text + "\n"])
+            return self._line_wire(format_text(line, record), record.levelno)
         formatters = self._formatters
         if not formatters:
             return encode_record(record, self._seq)
         texts = [format_text(formatter, record) + formatter.terminator for formatter in formatters]
         structured = record_body(record, self._seq) if self._structured else b""
         return encode_text(record.levelno, self._seq, texts, structured)
+
+    def _line_wire(self, text: str, levelno: int) -> bytes:
+        """Line mode: the bare line, or a NUL and a frame for what is not one line."""
+        if "\n" not in text and "\0" not in text and len(text) <= _LINE_CHARS:
+            return (text + "\n").encode("utf-8", "backslashreplace")
+        return b"\0" + encode_text(levelno, self._seq, [text + "\n"])
 
     def send(self, frame: bytes) -> None:
         """Write one record's bytes whole; the sequence number advances only once they are out."""

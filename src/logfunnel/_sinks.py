@@ -98,13 +98,21 @@ class ProducerFormatter(logging.Formatter):
         self._percent = spec["style"] == "%"
         self._second = -1
         self._stamp = ""
+        self._msec_format = None if self.datefmt else self.default_msec_format
 
     def format(self, record: logging.LogRecord) -> str:
         if not self._percent or record.exc_info or record.exc_text or record.stack_info:
             return super().format(record)
         record.message = record.getMessage()
         if self._uses_time:
-            record.asctime = self.formatTime(record, self.datefmt)
+            # formatTime(), inlined.
+            created = record.created
+            if int(created) != self._second:
+                self.formatTime(record, self.datefmt)
+            msec_format = self._msec_format
+            record.asctime = (
+                msec_format % (self._stamp, record.msecs) if msec_format else self._stamp
+            )
         try:
             return self._fmt % record.__dict__  # type: ignore[operator]
         except KeyError:
@@ -152,6 +160,8 @@ class TextWriter:
         self.sink = sink
         #: Records waiting for the next flush; appended to by the collector.
         self.pending: list[bytes | bytearray] = []
+        #: How many records ``pending`` holds; counted by the collector as it appends.
+        self.lines = 0
         self.errors = 0
         self._raw_for: object = None
         self._raw: Any = None
@@ -166,7 +176,7 @@ class TextWriter:
         # Cleared in place: the collector holds a reference to this list.
         batch = self.pending[:]
         self.pending.clear()
-        lines = sum(item.count(b"\n") if type(item) is bytearray else 1 for item in batch)
+        lines, self.lines = self.lines, 0
         self.submit(functools.partial(self.write, batch), sum(map(len, batch)), lines)
 
     def write(self, batch: list[bytes | bytearray]) -> None:
