@@ -97,29 +97,28 @@ def big_records_until_killed(logged: Any, threshold: int) -> None:
 # -- fork while another thread is inside a logging call -----------------------------
 
 
-class _PausingSend:
-    """Wraps a handler's ``send``: writes half of one frame, then waits for the fork."""
+class _PausingSocket:
+    """Wraps a handler's socket: sends half of one record's bytes, then waits for the fork."""
 
-    def __init__(self, handler: logfunnel.FunnelHandler) -> None:
-        self.handler = handler
-        self.send = handler.send
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
         self.inside = threading.Event()
         self.forked = threading.Event()
         self.armed = False
 
-    def __call__(self, frame: bytes) -> None:
+    def sendall(self, data: bytes) -> None:
         if not self.armed:
-            self.send(frame)
+            self.sock.sendall(data)
             return
         self.armed = False
-        sock = self.handler._sock
-        assert sock is not None
-        half = len(frame) // 2
-        sock.sendall(frame[:half])
+        half = len(data) // 2
+        self.sock.sendall(data[:half])
         self.inside.set()
         self.forked.wait(60)
-        sock.sendall(frame[half:])
-        self.handler._seq += 1
+        self.sock.sendall(data[half:])
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
 
 
 def fork_while_logging(rounds: int) -> None:
@@ -132,8 +131,9 @@ def fork_while_logging(rounds: int) -> None:
     """
     handler = logfunnel.attached()
     assert handler is not None
-    pausing = _PausingSend(handler)
-    handler.send = pausing  # type: ignore[method-assign]
+    assert handler._sock is not None
+    pausing = _PausingSocket(handler._sock)
+    handler._sock = pausing  # type: ignore[assignment]
     for number in range(rounds):
         pausing.inside.clear()
         pausing.forked.clear()
