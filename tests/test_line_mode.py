@@ -205,13 +205,13 @@ class TestOutput:
 
 
 @contextlib.contextmanager
-def line_collector(path: Path) -> Iterator[tuple[Collector, Address]]:
+def line_collector(path: Path, **options: float) -> Iterator[tuple[Collector, Address]]:
     """A started line-mode collector writing to ``path`` with ``FORMAT``.
 
     Raw peers send bare lines, so in the file the collector's own notices
     are the lines that start with the mark.
     """
-    with serve([file_sink(path)]) as (collector, address):
+    with serve([file_sink(path)], **options) as (collector, address):
         assert collector._line_level == logging.NOTSET
         yield collector, address
 
@@ -242,6 +242,28 @@ class TestBadInput:
             "discarded 3 partial bytes"
         ]
         assert (stats.records, stats.partial_frames) == (2, 1)
+
+    def test_a_peer_stopped_inside_a_line_is_closed_an_idle_one_is_not(
+        self, tmp_path: Path
+    ) -> None:
+        """Half a line and then silence is a stall; whole lines and then silence are not."""
+        path = tmp_path / "app.log"
+        with line_collector(path, stall_timeout=0.3) as (collector, address):
+            idle = handshake(address, pid=1)
+            idle.sendall(b"whole\n")
+            stalled = handshake(address, pid=2)
+            stalled.sendall(b"half a li")
+            assert closed_by_peer(stalled)
+            idle.sendall(b"still served\n")
+            idle.close()
+            assert collector.wait_idle(JOIN_TIMEOUT)
+            stats = collector.stats
+        lines, notices = split_notices(path)
+        assert lines == ["whole", "still served"]
+        assert notices == [
+            "logfunnel: closed pid 2 on h: stopped inside a line for 0.3 s (9 bytes pending)"
+        ]
+        assert stats.timeouts == 1
 
     @pytest.mark.parametrize("abuse", ["overlong", "nul-inside", "bad-frame"])
     def test_abuse_closes_that_connection_only(self, abuse: str, tmp_path: Path) -> None:

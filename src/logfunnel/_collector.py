@@ -352,7 +352,8 @@ class Collector:
             if conn.state != _STREAM:
                 limit, what = self._handshake_timeout, "no handshake"
             elif conn.buf and not conn.paused:
-                limit, what = self._stall_timeout, "stopped inside a frame"
+                unit = "line" if self._in_line(conn) else "frame"
+                limit, what = self._stall_timeout, f"stopped inside a {unit}"
             else:
                 continue
             if now - conn.since < limit:
@@ -491,7 +492,7 @@ class Collector:
                     "logfunnel: %s (%s) ended inside a %s; discarded %d partial bytes",
                     conn.label,
                     self._who(conn),
-                    "line" if self._line_level is not None and conn.buf[0] else "frame",
+                    "line" if self._in_line(conn) else "frame",
                     len(conn.buf),
                 )
             self._close(conn, None)
@@ -510,6 +511,12 @@ class Collector:
             self.stats.bad_connections += 1
             self._close(conn, str(exc))
         return True
+
+    def _in_line(self, conn: _Connection) -> bool:
+        """Whether the bytes ``conn`` holds begin a line (else a frame)."""
+        return (
+            self._line_level is not None and conn.state == _STREAM and bool(conn.buf[:1] != b"\0")
+        )
 
     def _frames(self, conn: _Connection) -> None:
         """Handle the whole frames in ``conn.buf``; in a handshake, only up to its end."""
