@@ -6,12 +6,14 @@ prove that the command works and that its counts can be trusted.
 
 from __future__ import annotations
 
+import array
 import importlib.util
 import json
 import logging
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +185,26 @@ class TestQuickRun:
         assert latency["logfunnel"]["lost"] == 0
         if plot:
             assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG")
+
+    def test_latency_probe_measures_line_mode(self, tmp_path: Path) -> None:
+        """The latency probe beside the file sink keeps the collector in line mode, and
+        it ages each record from its logging call to the write of its line."""
+        spec = _ways.Spec("fork", 1, 10, 100, str(tmp_path), rate=1000.0, latency=True)
+        way = _ways.WAYS["logfunnel"](spec)
+        way.open()
+        try:
+            handler = logfunnel.attached()
+            assert handler is not None
+            assert handler.config["lines"] is not None
+            called = time.time()
+            logging.getLogger("bench").info(_ways.FMT_PERCENT, 0, 0, "x")
+            way.drain()
+        finally:
+            way.close()
+        assert way.latency is not None
+        report = {"index": 0, "called": array.array("d", [called]).tobytes()}
+        (age,) = way.latency.ages([report])
+        assert 0 <= age < 5
 
     @pytest.mark.timeout(60)
     def test_missing_peer_is_skipped_with_a_note(

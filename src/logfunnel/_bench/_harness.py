@@ -136,7 +136,7 @@ def run_once(
         writer_cpu=(cpu1 - cpu0) + (helper_cpu1 - helper_cpu0),
         writer_rss=rss,
         audit=checked,
-        ages=way.latency.ages if way.latency is not None else None,
+        ages=way.latency.ages(reports) if way.latency is not None else None,
     )
 
 

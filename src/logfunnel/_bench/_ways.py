@@ -15,6 +15,7 @@ one costs nothing until it is asked for.
 
 from __future__ import annotations
 
+import array
 import importlib.util
 import logging
 import logging.handlers
@@ -29,7 +30,7 @@ from typing import Any, ClassVar, Final, NamedTuple
 import logfunnel
 from logfunnel import DEFAULT_FORMAT
 
-from ._workload import FMT_BRACES, FMT_PERCENT, padding
+from ._workload import FMT_BRACES, FMT_PERCENT, marker, padding
 
 __all__ = [
     "COMPARED",
@@ -80,15 +81,45 @@ def _nothing() -> None:
     """Finishing for ways whose logging call returns only once the record is out."""
 
 
-class _LatencySink(logging.Handler):
-    """A sink placed after the file sink: the age of each record once it is written."""
+class LatencyProbe:
+    """The stream of a second text sink placed after the file sink: when each
+    record's line was written, to set against when its logging call was made.
+
+    It is an exact ``StreamHandler`` with the file sink's formatter, so the
+    collector treats it as the file's twin and keeps line mode, the path that
+    ``Funnel(path)`` takes; a probe that needed the record would measure frames.
+    """
 
     def __init__(self) -> None:
-        super().__init__()
-        self.ages: list[float] = []
+        self.written: dict[tuple[int, int], float] = {}
 
-    def emit(self, record: logging.LogRecord) -> None:
-        self.ages.append(time.time() - record.created)
+    def handler(self) -> logging.Handler:
+        handler = logging.StreamHandler(self)
+        handler.setFormatter(logging.Formatter(DEFAULT_FORMAT))
+        return handler
+
+    def write(self, text: str) -> int:
+        now = time.time()
+        for line in text.splitlines():
+            key = marker(line)
+            if key is not None:
+                self.written.setdefault(key, now)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def ages(self, reports: list[dict[str, Any]]) -> list[float]:
+        """Seconds from each logging call (the workers' ``called`` times) to its write."""
+        ages = []
+        for report in reports:
+            called = array.array("d")
+            called.frombytes(report["called"])
+            for seq, at in enumerate(called):
+                written = self.written.get((report["index"], seq))
+                if written is not None:
+                    ages.append(written - at)
+        return ages
 
 
 class _CountingFileHandler(logging.FileHandler):
@@ -168,14 +199,17 @@ def worker_main(
         start = time.monotonic()
         cpu0 = time.process_time()
         call0 = time.thread_time()
+        called = array.array("d")
         if spec.rate > 0:
             interval = 1.0 / spec.rate
             due = start
-            sleep, now = time.sleep, time.monotonic
+            sleep, now, stamp = time.sleep, time.monotonic, time.time
+            called = array.array("d", bytes(8 * records))
             for seq in range(records):
                 ahead = due - now()
                 if ahead > 0:
                     sleep(ahead)
+                called[seq] = stamp()
                 emit(fmt, index, seq, pad)
                 due += interval
         else:
@@ -198,6 +232,7 @@ def worker_main(
             "end": end,
             "cpu": cpu1 - cpu0,
             "caller": call1 - call0,
+            "called": called.tobytes(),
         }
     )
 
@@ -281,7 +316,7 @@ class Way:
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
         self.child_arg: object = None
-        self.latency: _LatencySink | None = _LatencySink() if spec.latency else None
+        self.latency: LatencyProbe | None = LatencyProbe() if spec.latency else None
 
     @property
     def path(self) -> str:
@@ -346,7 +381,8 @@ class LogfunnelWay(Way):
             self.funnel = logfunnel.Funnel(self.path)
         else:
             # What Funnel(path) builds, with the latency probe after the file sink.
-            self.funnel = logfunnel.Funnel(handlers=[_file_sink(self.path), self.latency])
+            sinks = [_file_sink(self.path), self.latency.handler()]
+            self.funnel = logfunnel.Funnel(handlers=sinks)
         self.funnel.start()
 
     def context(self) -> Any:
@@ -411,7 +447,7 @@ class StdlibQueueWay(Way):
         self.sink = _file_sink(self.path)
         sinks: list[logging.Handler] = [self.sink]
         if self.latency is not None:
-            sinks.append(self.latency)
+            sinks.append(self.latency.handler())
         self.listener = logging.handlers.QueueListener(self.queue, *sinks)
         self.listener.start()
         self.child_arg = self.queue

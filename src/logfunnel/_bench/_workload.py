@@ -15,7 +15,16 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
-__all__ = ["FMT_BRACES", "FMT_PERCENT", "MIN_SIZE", "Audit", "audit", "message", "padding"]
+__all__ = [
+    "FMT_BRACES",
+    "FMT_PERCENT",
+    "MIN_SIZE",
+    "Audit",
+    "audit",
+    "marker",
+    "message",
+    "padding",
+]
 
 #: The logging call's format, ``%``-style for stdlib loggers.
 FMT_PERCENT: Final = "[bench w=%03d s=%08d] %s"
@@ -41,6 +50,17 @@ def padding(size: int) -> str:
 def message(worker: int, seq: int, size: int) -> str:
     """The message worker ``worker`` logs as record ``seq``, as it must appear in the output."""
     return FMT_PERCENT % (worker, seq, padding(size))
+
+
+def marker(line: str) -> tuple[int, int] | None:
+    """(worker, sequence) of the record on ``line``, or None if it has none."""
+    at = line.find("[bench w=")
+    if at < 0:
+        return None
+    try:
+        return int(line[at + _W.start : at + _W.stop]), int(line[at + _S.start : at + _S.stop])
+    except ValueError:
+        return None
 
 
 @dataclass
