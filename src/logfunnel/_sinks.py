@@ -98,21 +98,21 @@ class ProducerFormatter(logging.Formatter):
         self._percent = spec["style"] == "%"
         self._second = -1
         self._stamp = ""
-        self._msec_format = None if self.datefmt else self.default_msec_format
+        # The last asctime made, and the millisecond it is for: a busy
+        # producer logs many records within one millisecond.
+        self._asctime = ""
+        self._msecs = -1.0
 
     def format(self, record: logging.LogRecord) -> str:
         if not self._percent or record.exc_info or record.exc_text or record.stack_info:
             return super().format(record)
         record.message = record.getMessage()
         if self._uses_time:
-            # formatTime(), inlined.
-            created = record.created
-            if int(created) != self._second:
-                self.formatTime(record, self.datefmt)
-            msec_format = self._msec_format
-            record.asctime = (
-                msec_format % (self._stamp, record.msecs) if msec_format else self._stamp
-            )
+            msecs = record.msecs
+            if msecs != self._msecs or int(record.created) != self._second:
+                self._asctime = self.formatTime(record, self.datefmt)
+                self._msecs = msecs
+            record.asctime = self._asctime
         try:
             return self._fmt % record.__dict__  # type: ignore[operator]
         except KeyError:
