@@ -158,14 +158,15 @@ class TestProducerFormatter:
         ],
     )
     def test_formats_exactly_like_the_sink(self, fmt: str, datefmt: str | None, style: str) -> None:
-        """The producer's rebuilt formatter gives the sink formatter's exact text."""
+        """The producer's rebuilt formatter gives the sink formatter's exact text, also
+        for records in one millisecond, or in the same millisecond of the next second."""
         sink = logging.StreamHandler()
         sink.setFormatter(logging.Formatter(fmt, datefmt, style))  # type: ignore[arg-type]
         spec = text_spec(sink)
         assert spec is not None
         producer = ProducerFormatter(spec)
         base = time.time()
-        for offset in (0.0, 0.25, 1.5, 1.75, 3600.0):
+        for offset in (0.0, 0.0002, 0.0012, 1.0, 1.0002, 0.25, 1.5, 1.75, 3600.0, 3601.0):
             record = logging.LogRecord("n", logging.INFO, "p", 1, "m %d", (7,), None)
             record.created = base + offset
             record.msecs = (record.created - int(record.created)) * 1000
