@@ -268,6 +268,21 @@ class TestAttach:
         assert capture.messages() == ["from the parent"]
         assert (root.handlers, root.level) == before
 
+    def test_detach_and_attach_again_is_no_gap(self) -> None:
+        """A new handler in the same process starts its own count: no false gap reported."""
+        capture = Capture()
+        with logfunnel.Funnel(handlers=[capture]) as funnel:
+            assert funnel._collector is not None
+            for number in range(3):
+                logging.getLogger("worker").warning("round %d", number)
+                logfunnel.detach()
+                # The collector has seen this connection end before the next begins.
+                assert funnel._collector.wait_idle(30)
+                logfunnel.attach(funnel.address)
+            stats = funnel.stats
+        assert capture.messages() == ["round 0", "round 1", "round 2"]
+        assert stats.gaps == 0
+
     def test_attach_to_nothing_fails_fast(self, tmp_path: Path) -> None:
         """attach() where no collector listens raises AttachError at once, not a hang."""
         started = time.monotonic()

@@ -14,8 +14,8 @@ its first record. ``logging`` re-creates handler locks in the child itself.
 
 from __future__ import annotations
 
+import itertools
 import os
-import random
 import socket
 import sys
 import threading
@@ -39,6 +39,8 @@ _process_start = time.time()
 _RETRY_INTERVAL: Final = 1.0
 
 _live_handlers: weakref.WeakSet[FunnelHandler] = weakref.WeakSet()
+# Numbers the handlers' record streams within this process (see the hello).
+_streams = itertools.count(1)
 
 # Longer records go as frames even in line mode: UTF-8 takes at most 4 bytes
 # a character, so a line sent bare always fits the collector's LINE_LIMIT.
@@ -91,7 +93,7 @@ class FunnelHandler(Handler):
         self._pid = os.getpid()
         self._seq = 0
         # Tells this handler's sequence from another's in the same process.
-        self._stream = random.getrandbits(62)
+        self._stream = next(_streams)
         self._retry_at = 0.0
         self._fallback_formatter = Formatter(_FALLBACK_FORMAT)
         # The collector's text sinks, formatted here (see _sinks); empty: none.
@@ -151,7 +153,7 @@ class FunnelHandler(Handler):
         self._drop_connection()
         self._pid = os.getpid()
         self._seq = 0
-        self._stream = random.getrandbits(62)
+        self._stream = next(_streams)
         self._retry_at = 0.0
         self.fallbacks = 0
         self.dropped = 0
