@@ -202,7 +202,7 @@ class TestQuickRun:
         finally:
             way.close()
         assert way.latency is not None
-        report = {"index": 0, "called": array.array("d", [called]).tobytes()}
+        report = {"index": 0, "called": array.array("d", [called] * 10).tobytes()}
         (age,) = way.latency.ages([report])
         assert 0 <= age < 5
 

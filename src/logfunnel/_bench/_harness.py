@@ -33,6 +33,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,7 +60,7 @@ class Sample:
     writer_cpu: float
     writer_rss: int | None
     audit: Audit | None
-    ages: list[float] | None = field(default=None, repr=False)
+    ages: Sequence[float] | None = field(default=None, repr=False)
 
     @property
     def total(self) -> int:
@@ -220,7 +221,7 @@ def _peak_rss(pid: str) -> int | None:
     return None
 
 
-def _quantile(values: list[float], q: float) -> float:
+def _quantile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 

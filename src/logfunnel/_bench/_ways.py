@@ -88,10 +88,12 @@ class LatencyProbe:
     It is an exact ``StreamHandler`` with the file sink's formatter, so the
     collector treats it as the file's twin and keeps line mode, the path that
     ``Funnel(path)`` takes; a probe that needed the record would measure frames.
+    Times are kept in flat arrays, one slot per record, so that the probe
+    itself does not grow the harness's memory, where the collector's is measured.
     """
 
-    def __init__(self) -> None:
-        self.written: dict[tuple[int, int], float] = {}
+    def __init__(self, workers: int, records: int) -> None:
+        self.written = [array.array("d", [-1.0]) * records for _ in range(workers)]
 
     def handler(self) -> logging.Handler:
         handler = logging.StreamHandler(self)
@@ -102,23 +104,23 @@ class LatencyProbe:
         now = time.time()
         for line in text.splitlines():
             key = marker(line)
-            if key is not None:
-                self.written.setdefault(key, now)
+            if key is not None and 0 <= key[0] < len(self.written):
+                times = self.written[key[0]]
+                if 0 <= key[1] < len(times) and times[key[1]] < 0:
+                    times[key[1]] = now
         return len(text)
 
     def flush(self) -> None:
         pass
 
-    def ages(self, reports: list[dict[str, Any]]) -> list[float]:
+    def ages(self, reports: list[dict[str, Any]]) -> array.array[float]:
         """Seconds from each logging call (the workers' ``called`` times) to its write."""
-        ages = []
+        ages = array.array("d")
         for report in reports:
             called = array.array("d")
             called.frombytes(report["called"])
-            for seq, at in enumerate(called):
-                written = self.written.get((report["index"], seq))
-                if written is not None:
-                    ages.append(written - at)
+            written = self.written[report["index"]]
+            ages.extend(w - c for w, c in zip(written, called, strict=True) if w >= 0)
         return ages
 
 
@@ -316,7 +318,9 @@ class Way:
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
         self.child_arg: object = None
-        self.latency: LatencyProbe | None = LatencyProbe() if spec.latency else None
+        self.latency: LatencyProbe | None = None
+        if spec.latency:
+            self.latency = LatencyProbe(spec.processes, spec.records)
 
     @property
     def path(self) -> str:
