@@ -121,12 +121,16 @@ class TestScale:
         """A collector process serving 16 + 20 producers ends with its starting fds and memory."""
         run_process_collector(start_method, tmp_path, 16, 20, 100)
 
+    # 1,000 interpreters started one after another take about 100 s under spawn
+    # on 2 cores: the timeout is for a deadlock, not for that.
     @pytest.mark.stress
+    @pytest.mark.timeout(600)
     def test_a_thousand_short_lived_producers(self, start_method: str) -> None:
         """64 concurrent, then 1,000 producers started and ended one after another (stress)."""
         run_thread_collector(start_method, 64, 1000, 100)
 
     @pytest.mark.stress
+    @pytest.mark.timeout(600)
     def test_a_thousand_short_lived_producers_process_collector(
         self, start_method: str, tmp_path: Path
     ) -> None:
