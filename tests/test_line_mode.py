@@ -45,15 +45,6 @@ def file_sink(path: Path, level: int = logging.NOTSET, fmt: str = FORMAT) -> log
     return sink
 
 
-class Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 def records_of(text: str) -> list[str]:
     """The records of a file written with ``FORMAT``, each without its mark and last newline."""
     assert text.startswith(MARK) or not text
@@ -97,7 +88,7 @@ class TestWhenLineModeIsUsed:
         elif setup == "drop":
             options["overflow"] = "drop"
         elif setup == "record-sink":
-            sinks.append(Capture())
+            sinks.append(logging.handlers.BufferingHandler(1000))  # takes records
         elif setup == "terminator":
             sinks[0].terminator = "\r\n"  # type: ignore[attr-defined]
         else:
