@@ -93,7 +93,7 @@ class ProducerFormatter(logging.Formatter):
         if spec["utc"]:
             self.converter = time.gmtime
         #: What the sink writes after each record; the producer appends it.
-        self.terminator: str = spec.get("terminator", "\n")
+        self.terminator: str = spec["terminator"]
         self._uses_time = self._style.usesTime()
         self._percent = spec["style"] == "%"
         self._second = -1
