@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import glob
 import logging
 import multiprocessing
 import os
@@ -22,9 +23,14 @@ from logfunnel import _lockedfile
 HAS_PROC_LOCKS = os.path.exists("/proc/locks")
 
 
+def lock_file(path: Path) -> Path:
+    """Where the handler for ``path`` keeps its lock: hidden, beside the log."""
+    return path.parent / f".{path.name}.lock"
+
+
 def lock_is_free(path: Path) -> bool:
     """Can this process take the exclusive lock right now? (It lets go at once.)"""
-    fd = os.open(str(path) + ".lock", os.O_RDWR | os.O_CREAT)
+    fd = os.open(lock_file(path), os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -52,7 +58,7 @@ def check_shared_file(
         workers.locked_writer,
         [(str(path), w, count, max_bytes, backups, lock_writes) for w in range(procs)],
     )
-    names = {p.name for p in tmp_path.iterdir()} - {"shared.log", "shared.log.lock"}
+    names = {p.name for p in tmp_path.iterdir()} - {"shared.log", ".shared.log.lock"}
     malformed = [name for name in names if not re.fullmatch(r"shared\.log\.[1-9][0-9]*", name)]
     assert malformed == []
     numbers = sorted(int(name.rsplit(".", 1)[1]) for name in names)
@@ -109,11 +115,11 @@ class TestSharedFileRotation:
         assert any((w, 199) in result.counts for w in range(4))
         names = sorted(p.name for p in tmp_path.iterdir())
         assert names == [
+            ".shared.log.lock",
             "shared.log",
             "shared.log.1",
             "shared.log.2",
             "shared.log.3",
-            "shared.log.lock",
         ]
 
     @pytest.mark.stress
@@ -234,7 +240,7 @@ class TestTimeRotation:
         workers.run_all(
             ctx, workers.timed_locked_writer, [(str(path), w, 200, 2.1) for w in range(3)]
         )
-        names = {p.name for p in tmp_path.iterdir()} - {"timed.log", "timed.log.lock"}
+        names = {p.name for p in tmp_path.iterdir()} - {"timed.log", ".timed.log.lock"}
         stamp = r"timed\.log\.\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d"
         assert [name for name in names if not re.fullmatch(stamp, name)] == []
         assert len(names) >= 2
@@ -296,6 +302,21 @@ class TestTimeRotationNames:
             "t.log.1970-01-01_00-16-43": "d\n",
             "t.log": "e\n",
         }
+
+    @pytest.mark.parametrize(
+        ("kwargs", "kept"), [({}, 5), ({"backups": 0}, 7)], ids=["default", "backups-0"]
+    )
+    def test_backups_bound_the_dated_files_and_zero_keeps_them_all(
+        self, kwargs: dict[str, int], kept: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Time rotation keeps the five newest periods by default, and every period with
+        backups=0."""
+        clock = FakeClock(1000.5)
+        monkeypatch.setattr(_lockedfile, "time", clock.module)
+        path = tmp_path / "t.log"
+        log_at(clock, timed_handler(path, **kwargs), [(1000.5 + n, f"s{n}") for n in range(8)])
+        dated = {f"t.log.1970-01-01_00-16-{40 + n}": f"s{n}\n" for n in range(7 - kept, 7)}
+        assert log_files(tmp_path) == {**dated, "t.log": "s7\n"}
 
     def test_a_file_from_an_earlier_run_is_named_for_its_last_write(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -382,16 +403,44 @@ class TestInOneProcess:
         handler.close()
         assert path.read_bytes() == "a\nb \U0001d11e \\ud800\n".encode()
 
-    def test_backups_zero_never_rotates_by_size(self, tmp_path: Path) -> None:
-        """As in the stdlib, max_bytes without backups keeps one growing file (deletes nothing)."""
+    def test_max_bytes_alone_rotates_and_keeps_five_backups(self, tmp_path: Path) -> None:
+        """Given only max_bytes, the file rotates and the five newest backups are kept."""
         path = tmp_path / "one.log"
-        handler = logfunnel.LockedFileHandler(path, max_bytes=10)
+        handler = logfunnel.LockedFileHandler(path, max_bytes=1)
         handler.setFormatter(logging.Formatter("%(message)s"))
+        for n in range(8):  # max_bytes=1: every record after the first rotates the file
+            handler.handle(logging.LogRecord("x", logging.INFO, __file__, 1, f"r{n}", (), None))
+        handler.close()
+        assert log_files(tmp_path) == {
+            "one.log": "r7\n",
+            "one.log.1": "r6\n",
+            "one.log.2": "r5\n",
+            "one.log.3": "r4\n",
+            "one.log.4": "r3\n",
+            "one.log.5": "r2\n",
+        }
+
+    def test_max_bytes_with_backups_zero_is_refused(self, tmp_path: Path) -> None:
+        """max_bytes with backups=0 raises a ValueError saying what to pass, instead of never
+        rotating."""
+        with pytest.raises(ValueError, match=r"backups=0 would never rotate: give backups=1"):
+            logfunnel.LockedFileHandler(tmp_path / "one.log", max_bytes=10, backups=0)
+        assert list(tmp_path.iterdir()) == []
+
+    def test_the_lock_file_is_hidden_beside_the_log_and_never_rotated(self, tmp_path: Path) -> None:
+        """The lock is .NAME.lock in the log's directory: outside NAME* and *.log*, never moved."""
+        path = tmp_path / "one.log"
+        handler = logfunnel.LockedFileHandler(path, max_bytes=1, backups=2)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        assert handler.lock_path == str(lock_file(path))
+        inode = lock_file(path).stat().st_ino
         for n in range(5):
             handler.handle(logging.LogRecord("x", logging.INFO, __file__, 1, f"r{n}", (), None))
         handler.close()
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["one.log", "one.log.lock"]
-        assert path.read_text() == "r0\nr1\nr2\nr3\nr4\n"
+        assert lock_file(path).stat().st_ino == inode
+        rotated_set = [str(path), f"{path}.1", f"{path}.2"]
+        assert sorted(glob.glob(f"{path}*")) == rotated_set
+        assert sorted(glob.glob(str(tmp_path / "*.log*"))) == rotated_set
 
     def test_a_file_removed_from_under_the_handler_is_created_again(self, tmp_path: Path) -> None:
         """Like WatchedFileHandler: a file deleted or moved by someone else is reopened by path."""

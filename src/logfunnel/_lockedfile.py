@@ -10,8 +10,12 @@ end of the file, even when several processes write at once.
 The design, on POSIX:
 
 * Each record is one ``os.write`` to an ``O_APPEND`` descriptor.
-* The cross-process lock is ``flock`` on a separate file, ``PATH.lock``. It is
-  never renamed, so it guards the whole rotated set. ``flock`` rather than
+* The cross-process lock is ``flock`` on a separate file, ``.NAME.lock`` beside
+  ``NAME`` (``logs/app.log`` is locked through ``logs/.app.log.lock``). It is
+  never renamed, so it guards the whole rotated set. It lives in the same
+  directory, so on the same filesystem as the files it guards, and its name is
+  hidden and outside ``app.log*``, the pattern that log shippers, rotation
+  tools and people use for the rotated set. ``flock`` rather than
   ``lockf`` because a lock belongs to one open file description: two handlers
   on the same path exclude each other even inside one process, and closing
   some other descriptor of the file does not drop the lock. The kernel drops
@@ -101,18 +105,31 @@ class LockedFileHandler(logging.Handler):
     Every process that logs to the file makes its own handler on the same
     path, with the same rotation settings. The processes need no common
     parent: cron jobs and processes started by unrelated launchers can share
-    one file. Rotation follows the stdlib:
+    one file. Rotation, by the settings given:
 
-    * ``max_bytes`` (with ``backups`` > 0): numbered rotation, ``path.1`` is
-      the newest backup and exactly ``backups`` of them are kept;
+    * ``max_bytes`` > 0: size rotation. Before a record would take the file
+      past ``max_bytes``, the file becomes ``path.1``, older backups move up
+      one number, and exactly ``backups`` of them are kept (``path.1`` is the
+      newest). ``backups`` must be at least 1 here. The stdlib's
+      ``RotatingFileHandler`` takes ``backupCount=0`` as "size rotation off",
+      so a file given a size limit grows without one and nobody is told;
+      this handler raises ``ValueError`` instead.
     * ``when`` (``"S"``, ``"M"``, ``"H"``, ``"D"``, ``"midnight"`` or
-      ``"W0"``-``"W6"``) and ``interval``: each file is named for the start of
-      its period, ``path.YYYY-MM-DD_HH-MM-SS`` for ``"S"`` and shorter for
-      coarser units; ``backups`` > 0 keeps that many.
+      ``"W0"``-``"W6"``) and ``interval``: time rotation. Each file is named
+      for the start of its period, ``path.YYYY-MM-DD_HH-MM-SS`` for ``"S"``
+      and shorter for coarser units. The newest ``backups`` of them are kept;
+      ``backups=0`` keeps every one, as in the stdlib. That is a sensible
+      choice here, unlike with size rotation: the files still rotate, and an
+      archive of every day is a common need.
+    * neither: one file that is never rotated; ``backups`` is unused.
 
+    ``backups`` defaults to 5, as in ``Funnel``'s ``filename`` shortcut.
     Periods are aligned to the clock (local time unless ``utc``), so every
-    process agrees on the boundaries. As in the stdlib, ``backups=0`` deletes
-    nothing: size rotation is then off, and time rotation keeps every file.
+    process agrees on the boundaries.
+
+    The lock file is ``lock_path``, ``.NAME.lock`` in the log's directory
+    (see the module notes). It is never rotated; delete it only when no
+    process has the file open.
 
     Each record reaches the kernel before ``emit`` returns, so a process that
     exits, even by ``os._exit`` or SIGKILL, has lost nothing it logged.
@@ -124,7 +141,7 @@ class LockedFileHandler(logging.Handler):
         self,
         path: str | os.PathLike[str],
         max_bytes: int = 0,
-        backups: int = 0,
+        backups: int = 5,
         when: str | None = None,
         interval: int = 1,
         encoding: str = "utf-8",
@@ -137,9 +154,20 @@ class LockedFileHandler(logging.Handler):
             raise ValueError("max_bytes and backups cannot be negative")
         if max_bytes and when:
             raise ValueError("choose size rotation (max_bytes) or time rotation (when), not both")
+        if max_bytes and not backups:
+            # The stdlib's reading (size rotation silently off) leaves the file without the
+            # limit its owner asked for; deleting the full file instead would lose records.
+            raise ValueError(
+                f"max_bytes={max_bytes} with backups=0 would never rotate: give backups=1 or "
+                "more to keep that many full files, or leave out max_bytes for one file "
+                "without a size limit"
+            )
         super().__init__(level)
         self.path = os.path.abspath(os.fspath(path))
-        self.max_bytes = max_bytes if backups else 0
+        directory, name = os.path.split(self.path)
+        #: The file whose ``flock`` guards the rotated set: hidden, so not in ``NAME*``.
+        self.lock_path = os.path.join(directory, f".{name}.lock")
+        self.max_bytes = max_bytes
         self.backups = backups
         self.encoding = encoding
         self.schedule = _Schedule(when, interval, utc) if when else None
@@ -245,9 +273,10 @@ class LockedFileHandler(logging.Handler):
 
         Size rotation shifts ``path.N`` to ``path.N+1`` (newest first, so no
         rename overwrites a file still in the set) and deletes those past
-        ``backups``. Time rotation renames the file for the period it
-        covers and deletes the oldest past ``backups``. A name that already
-        exists is never overwritten: the file then stays current one more period.
+        ``backups``. Time rotation renames the file for the period it covers
+        and deletes the oldest past ``backups`` (none if ``backups`` is 0).
+        A name that already exists is never overwritten: the file then stays
+        current one more period.
         """
         directory, base = os.path.split(self.path)
         if self.schedule is None:
@@ -335,7 +364,7 @@ class LockedFileHandler(logging.Handler):
             os.close(fd)
 
     def _open_lock(self) -> None:
-        self._lock_fd = os.open(self.path + ".lock", _LOCK_FLAGS, 0o666)
+        self._lock_fd = os.open(self.lock_path, _LOCK_FLAGS, 0o666)
 
     def _after_fork(self) -> None:
         """In a fork child: drop the inherited descriptors, never the parent's lock.
