@@ -139,9 +139,11 @@ def forks_a_grandchild() -> None:
     log.info("child after fork")
 
 
-def root_level() -> int:
-    """The child's root level, as attach() left it."""
-    return logging.getLogger().level
+def root_and_handler_level() -> tuple[int, int]:
+    """The child's root level and its funnel handler's level, as attach() left them."""
+    handler = logfunnel.attached()
+    assert handler is not None
+    return logging.getLogger().level, handler.level
 
 
 def mixed_message(index: int, number: int) -> str:

@@ -26,10 +26,16 @@ def start_method(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(autouse=True)
 def _restore_logging() -> Iterator[None]:
-    """Put the root logger (handlers, level) and logfunnel attachments back after each test."""
+    """Put the root logger (handlers, level) and logfunnel attachments back after each test.
+
+    Each test starts with the root logger at DEBUG, as in a program that
+    configured logging: workers take the parent's levels, so a test that
+    wants another level sets it, as a program would.
+    """
     root = logging.getLogger()
     handlers = root.handlers[:]
     level = root.level
+    root.setLevel(logging.DEBUG)
     yield
     while logfunnel.attached() is not None:
         logfunnel.detach()

@@ -349,15 +349,15 @@ class TestRecords:
         assert "Traceback (most recent call last)" in text
 
     def test_worker_side_level_filters_before_sending(self, start_method: str) -> None:
-        """Records below every sink's level are not sent at all."""
+        """Records below every sink's level are not sent at all; the root level stays the parent's."""
         capture = Capture(logging.WARNING)
         with logfunnel.Funnel(handlers=[capture]) as funnel:
             ctx = funnel.context(start_method)
             with ctx.Pool(1) as pool:
-                child_level = pool.apply(_workers.root_level)
+                levels = pool.apply(_workers.root_and_handler_level)
                 pool.apply(_workers.levels)
             stats = funnel.stats
-        assert child_level == logging.WARNING
+        assert levels == (logging.DEBUG, logging.WARNING)
         assert capture.messages() == ["warning record", "error record"]
         assert stats.records == 2
 

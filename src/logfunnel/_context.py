@@ -10,17 +10,114 @@ no ``Manager`` and no queue handed down.
 
 from __future__ import annotations
 
+import linecache
 import logging
 import multiprocessing
 import multiprocessing.context as mpc
+import multiprocessing.process as mpp
 import sys
+import traceback
+import types
+from collections.abc import Callable
 from typing import Any
 
 from ._handler import attach, attached
+from ._transport import parse_address
 
 __all__ = ["FunnelContext", "funnel_context"]
 
 _crash_log = logging.getLogger("logfunnel")
+
+
+def _begin(process: Any) -> None:
+    address = process._logfunnel_address
+    if address is not None:
+        attach(address)
+
+
+def _crashed(process: Any) -> None:
+    """Log the uncaught exception that ends ``process``, then end it as the stdlib would.
+
+    The stdlib prints this traceback to the child's stderr only; it also goes
+    where the rest of the log is, as an ERROR record. The traceback is the one
+    the stdlib prints: it starts at ``_bootstrap``, where the stdlib catches it.
+    """
+    _, exc, tb = sys.exc_info()
+    assert exc is not None
+    run_frame = sys._getframe(1)
+    caller = run_frame.f_back
+    if caller is not None and tb is not None:
+        tb = types.TracebackType(tb, caller, caller.f_lasti, caller.f_lineno)
+    _crash_log.error(
+        "process %s ended by an uncaught exception",
+        process.name,
+        exc_info=(type(exc), exc, tb),
+    )
+    sys.stderr.write(f"Process {process.name}:\n")
+    traceback.print_exception(type(exc), exc, tb)
+    raise SystemExit(1)  # the stdlib's exit code for it, with nothing more printed
+
+
+def _end(process: Any) -> None:
+    # multiprocessing ends its children with os._exit, so no atexit handler
+    # (logging.shutdown) runs: flush and say what could not be sent, while we can.
+    handler = attached()
+    if handler is not None:
+        handler.flush()
+        handler.report_losses()
+
+
+def _plain_run(self: Any) -> None:
+    _begin(self)
+    try:
+        mpp.BaseProcess.run(self)
+    except Exception:
+        _crashed(self)
+    finally:
+        _end(self)
+
+
+def _make_run() -> Callable[[Any], None]:
+    """``run()`` for attaching processes, whose frame reads as the stdlib's own.
+
+    Every traceback and ``stack_info`` of a child shows the frame of
+    ``run()``. So that they read exactly as without logfunnel, the function
+    is compiled with ``BaseProcess.run``'s file name and with its target call
+    at that file's line, in the stdlib's own text: the frame a user sees is
+    ``multiprocessing/process.py``, ``run``, ``self._target(...)``, as always.
+    The lines before and after it (attach, crash record, flush) never run
+    while the target does, so they never appear. If the stdlib's source is
+    not what is expected, an ordinary function does the same work.
+    """
+    code = mpp.BaseProcess.run.__code__
+    lines = [line for _, _, line in code.co_lines() if line is not None]
+    call = max(lines, default=0)
+    text = linecache.getline(code.co_filename, call)
+    if call < 6 or text.strip() != "self._target(*self._args, **self._kwargs)":
+        return _plain_run
+    indent = len(text) - len(text.lstrip(" "))
+    if indent <= 8:
+        return _plain_run
+    source = "\n" * (call - 5) + (
+        "def run(self):\n"
+        "    _begin(self)\n"
+        "    try:\n"
+        "        if self._target:\n"
+        f"{text.rstrip()}\n"
+        "    except Exception:\n"
+        "        _crashed(self)\n"
+        "    finally:\n"
+        "        _end(self)\n"
+    )
+    namespace: dict[str, Any] = {"_begin": _begin, "_crashed": _crashed, "_end": _end}
+    try:
+        exec(compile(source, code.co_filename, "exec"), namespace)
+    except SyntaxError:
+        return _plain_run
+    run: Callable[[Any], None] = namespace["run"]
+    run.__module__ = __name__
+    run.__qualname__ = "_AttachingProcess.run"
+    return run
 
 
 class _AttachingProcess:
@@ -28,25 +125,7 @@ class _AttachingProcess:
 
     _logfunnel_address: str | None = None
 
-    def run(self) -> None:
-        address = self._logfunnel_address
-        if address is not None:
-            attach(address)
-        try:
-            super().run()  # type: ignore[misc]
-        except Exception:
-            # The stdlib prints this traceback to the child's stderr only; we
-            # also put it where the rest of the log is.
-            _crash_log.exception(
-                "process %s ended by an uncaught exception", getattr(self, "name", "?")
-            )
-            raise
-        finally:
-            # multiprocessing ends its children with os._exit, so no atexit
-            # handler (logging.shutdown) runs: flush here, while we can.
-            handler = attached()
-            if handler is not None:
-                handler.flush()
+    run = _make_run()
 
 
 class FunnelSpawnProcess(_AttachingProcess, mpc.SpawnProcess):
@@ -101,6 +180,12 @@ class FunnelContext(mpc.BaseContext):
     def Process(self, *args: Any, **kwargs: Any) -> Any:
         process = self._process_class(*args, **kwargs)
         process._logfunnel_address = self._address
+        # The stdlib names a process after its class ("SpawnProcess-3", and a
+        # pool renames that "SpawnPoolWorker-3"): keep the stdlib's names, which
+        # formats and log parsers know, not the subclass's.
+        default = f"{type(process).__name__}-{':'.join(map(str, process._identity))}"
+        if process.name == default:
+            process.name = default[len("Funnel") :]
         return process
 
     def get_start_method(self, allow_none: bool = False) -> str:
@@ -118,7 +203,7 @@ class FunnelContext(mpc.BaseContext):
         self._base._check_available()
 
     def __repr__(self) -> str:
-        return f"<FunnelContext {self._name} -> {self._address}>"
+        return f"<FunnelContext {self._name} -> {parse_address(self._address)}>"
 
 
 def funnel_context(address: str, method: str | None = None) -> FunnelContext:

@@ -16,7 +16,9 @@ from typing import Final
 from ._collector import Collector, CollectorStats
 from ._context import FunnelContext
 from ._handler import FunnelHandler, attach, detach
+from ._loggers import Routes, route_table, snapshot
 from ._proccollector import ProcessCollector, process_spec
+from ._sigterm import SigtermDrain
 from ._transport import listen, remove_private_dir
 
 __all__ = ["DEFAULT_FORMAT", "Funnel"]
@@ -44,9 +46,17 @@ class Funnel:
     sent is written, then sinks the funnel owns are flushed and closed. Sinks
     taken from the root logger are flushed and given back to it.
 
-    ``level`` is the worker-side level: records below it are not even sent.
-    By default it is the lowest level of the sinks, or the root logger's
-    level when the sinks are the root logger's.
+    Every attached process logs as this one does (see ``attach``): the root
+    level, each configured logger's level, ``propagate`` and ``disabled``
+    flags and ``logging.disable()`` as they stand at ``start()`` reach it,
+    and records for handlers on non-root loggers reach those handlers through
+    the collector, as if logged here. So set levels as in one process:
+    ``level`` sets the root logger's level while the funnel runs, as
+    ``logging.basicConfig(level=...)`` does; without it no level is changed.
+    Producers do not even send records that no sink accepts.
+
+    While it runs, SIGTERM to this process drains the funnel first, then ends
+    the process as SIGTERM would, unless the program handles SIGTERM itself.
 
     ``collector="process"`` runs the collector in a process of its own that
     outlives this one: if this process is killed, every record already sent
@@ -102,7 +112,6 @@ class Funnel:
             self._process_spec = process_spec(
                 filename=filename,
                 console=console,
-                level=level,
                 max_bytes=max_bytes,
                 backups=backups,
                 when=when,
@@ -122,7 +131,6 @@ class Funnel:
             raise ValueError("max_bytes and backups cannot be negative")
         self._owned: list[logging.Handler] = []
         root = logging.getLogger()
-        self._from_root = False
         if handlers is not None:
             sinks = list(handlers)
             self._owned = list(sinks)
@@ -134,26 +142,30 @@ class Funnel:
             sinks = (sinks if handlers is not None else []) + made
         elif handlers is None:
             sinks = list(root.handlers) or [_last_resort()]
-            self._from_root = True
         for sink in sinks:
             if not isinstance(sink, logging.Handler):
                 raise TypeError(f"sinks must be logging.Handler objects, not {type(sink).__name__}")
         self.sinks: tuple[logging.Handler, ...] = tuple(sinks)
-        if level is not None:
-            self.level = logging._checkLevel(level)  # type: ignore[attr-defined]
-        elif self._from_root and root.handlers:
-            self.level = root.level
-        else:
-            self.level = min((sink.level for sink in sinks), default=0)
+        # The root level asked for, set while the funnel runs (None: left alone).
+        self._root_level: int | None = (
+            None if level is None else logging._checkLevel(level)  # type: ignore[attr-defined]
+        )
+        self._root_level_before: int | None = None
+        #: The producers' level: the lowest any sink accepts (known at start).
+        self.level = _lowest(sinks)
         self._listen = listen
         self._key = key
         self._attach_main = attach_main
         self._collector: Collector | ProcessCollector | None = None
         self._handler: FunnelHandler | None = None
         self._address: str | None = None
+        # The address without its key: what may be printed.
+        self._display = ""
         self._private_dir: str | None = None
         self._socket_path: str | None = None
         self._owner_pid = os.getpid()
+        # Handlers of non-root loggers that the collector writes to (not owned).
+        self._routed: list[logging.Handler] = []
         self._state_lock = threading.Lock()
         self._stopped = False
 
@@ -167,20 +179,38 @@ class Funnel:
             sock, address, private_dir = listen(self._listen, self._key)
             self._private_dir = private_dir
             self._socket_path = address.path or None
-            self._address = str(address)
+            self._address = address.with_key()
+            self._display = str(address)
+            if self._root_level is not None:
+                root = logging.getLogger()
+                self._root_level_before = root.level
+                root.setLevel(self._root_level)
+            # The loggers as they stand now are what every attached process gets.
+            loggers = snapshot()
             if self._process_spec is not None:
-                self._collector = ProcessCollector(sock, address, private_dir, self._process_spec)
+                spec = {**self._process_spec, "loggers": loggers}
+                self._collector = ProcessCollector(sock, address, private_dir, spec)
                 self._collector.start()
                 self.level = self._collector.level
             else:
+                routes = Routes(route_table())
+                self._routed = routes.handlers
+                self.level = _lowest([*self.sinks, *routes.handlers])
                 self._collector = Collector(
-                    sock, address, self.sinks, self.level, overflow=self._overflow
+                    sock,
+                    address,
+                    self.sinks,
+                    self.level,
+                    overflow=self._overflow,
+                    routes=routes,
+                    loggers=loggers,
                 )
                 self._collector.start()
         if self._attach_main:
             self._handler = attach(self._address)
         # Forgetting stop() must not lose the tail of the log.
         atexit.register(_stop_at_exit, weakref.ref(self))
+        _on_sigterm.add(self)
         return self
 
     def stop(self, timeout: float | None = None) -> None:
@@ -191,11 +221,18 @@ class Funnel:
             if self._stopped:
                 return
             self._stopped = True
+        with _on_sigterm.stopping():
+            self._stop(timeout)
+        _on_sigterm.discard(self)
+
+    def _stop(self, timeout: float | None) -> None:
         if self._handler is not None:
             detach(self._handler)
+        if self._root_level_before is not None:
+            logging.getLogger().setLevel(self._root_level_before)
         if self._collector is not None:
             self._collector.stop(timeout)
-        for sink in self.sinks:
+        for sink in (*self.sinks, *self._routed):
             try:
                 sink.flush()
             except Exception:
@@ -245,13 +282,21 @@ class Funnel:
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped" if self._stopped else "new"
-        return f"<Funnel {state} {self._address or ''} sinks={len(self.sinks)}>"
+        return f"<Funnel {state} {self._display} sinks={len(self.sinks)}>"
+
+
+#: Drains every running funnel of this process on SIGTERM (see ``_sigterm``).
+_on_sigterm = SigtermDrain()
 
 
 def _stop_at_exit(ref: weakref.ref[Funnel]) -> None:
     funnel = ref()
     if funnel is not None:
         funnel.stop()
+
+
+def _lowest(handlers: Iterable[logging.Handler]) -> int:
+    return min((handler.level for handler in handlers), default=0)
 
 
 def _last_resort() -> logging.Handler:

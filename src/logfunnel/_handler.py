@@ -21,11 +21,14 @@ import sys
 import threading
 import time
 import weakref
-from logging import Formatter, Handler, LogRecord, getLogger
+from logging import Formatter, Handler, Logger, LogRecord, getLogger
 from typing import Any, Final
 
 from ._codec import encode_record, encode_text, record_body
 from ._collector import LINE_LIMIT, collector_threads
+from ._loggers import LoggerState, route_names
+from ._loggers import apply as apply_loggers
+from ._loggers import restore as restore_loggers
 from ._overflow import DropNewest
 from ._sinks import ProducerFormatter, format_text
 from ._transport import ENV_ADDRESS, AttachError, client_handshake, parse_address
@@ -45,6 +48,9 @@ _streams = itertools.count(1)
 # Longer records go as frames even in line mode: UTF-8 takes at most 4 bytes
 # a character, so a line sent bare always fits the collector's LINE_LIMIT.
 _LINE_CHARS: Final = LINE_LIMIT // 4 - 1
+
+_DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
+_PEEK: Final = socket.MSG_PEEK | _DONTWAIT
 
 _FALLBACK_FORMAT: Final = (
     "%(asctime)s %(processName)s[%(process)d] %(levelname)s %(name)s: %(message)s"
@@ -80,6 +86,8 @@ class FunnelHandler(Handler):
             )
         self._address = parse_address(text, key)
         self.address = str(self._address)
+        # Over TCP, and where a send can be checked without blocking (see _check_open).
+        self._tcp = self._address.scheme == "tcp" and bool(_DONTWAIT)
         self.timeout = timeout
         #: The collector's answer to our hello (its level and frame limit).
         self.config: dict[str, Any] = {}
@@ -88,6 +96,8 @@ class FunnelHandler(Handler):
         #: Records dropped under the collector's ``overflow="drop"`` policy.
         self.dropped = 0
         self._dropper: DropNewest | None = None
+        # The loss counts last said on stderr (see report_losses).
+        self._reported = (0, 0)
         self._closed = False
         self._sock: socket.socket | None = None
         self._pid = os.getpid()
@@ -106,7 +116,28 @@ class FunnelHandler(Handler):
         self._plain = type(self).prepare is FunnelHandler.prepare and (
             type(self).send is FunnelHandler.send
         )
+        # Set when the handler sits on several loggers of one tree: the last
+        # record each thread handled, so a record is sent once on its way up.
+        self._seen: threading.local | None = None
         _live_handlers.add(self)
+
+    def _on_several_loggers(self) -> None:
+        """Send each record once even though it meets this handler on several loggers.
+
+        ``Logger.callHandlers`` calls the handlers of one record in one thread,
+        from the logger it was logged on up to the root: the first meeting
+        sends it (the collector routes it the rest of the way, see
+        ``_loggers``), later ones see the same record object and skip it.
+        """
+        self._seen = threading.local()
+
+    def handle(self, record: LogRecord) -> Any:
+        seen = self._seen
+        if seen is not None:
+            if getattr(seen, "record", None) is record:
+                return False
+            seen.record = record
+        return super().handle(record)
 
     # -- connection --------------------------------------------------------
 
@@ -157,6 +188,7 @@ class FunnelHandler(Handler):
         self._retry_at = 0.0
         self.fallbacks = 0
         self.dropped = 0
+        self._reported = (0, 0)
         self._dropper = None
 
     # -- the logging path --------------------------------------------------
@@ -189,6 +221,8 @@ class FunnelHandler(Handler):
             data = self._line_wire(format_text(line, record), record.levelno)
             sock = self._sock
             try:
+                if self._tcp:
+                    _check_open(sock)  # type: ignore[arg-type]
                 sock.sendall(data)  # type: ignore[union-attr]
             except BaseException:
                 self._drop_connection()
@@ -233,6 +267,8 @@ class FunnelHandler(Handler):
         assert sock is not None
         dropper = self._dropper
         try:
+            if self._tcp:
+                _check_open(sock)
             if dropper is not None:
                 if not dropper.send(sock, frame):
                     self.dropped += 1
@@ -260,7 +296,7 @@ class FunnelHandler(Handler):
             pass
         if self._closed:
             # After close (logging.shutdown at exit) no later report comes: count now.
-            self._report_losses()
+            self.report_losses()
 
     def flush(self) -> None:
         """Under the drop policy, finish a started frame and send the count of drops.
@@ -275,7 +311,7 @@ class FunnelHandler(Handler):
         with self.lock:  # type: ignore[union-attr]
             self._finish_dropper()
             self._drop_connection()
-            self._report_losses()
+            self.report_losses()
             self._closed = True
         _live_handlers.discard(self)
         super().close()
@@ -295,12 +331,20 @@ class FunnelHandler(Handler):
         finally:
             sock.settimeout(None)
 
-    def _report_losses(self) -> None:
-        """At close, say on stderr how many records did not reach the collector, if any."""
+    def report_losses(self) -> None:
+        """Say on stderr how many records did not reach the collector, if any.
+
+        Called at close, and by processes that end without closing (a
+        multiprocessing child leaves through ``os._exit``). Said once for
+        each new count, however often it is called.
+        """
         unsent = self.fallbacks
         undropped = self._dropper.unreported if self._dropper is not None else 0
         if not (unsent or undropped) or self._pid != os.getpid():
             return
+        if (unsent, undropped) == self._reported:
+            return
+        self._reported = (unsent, undropped)
         _write_stderr(
             f"logfunnel: pid {self._pid}: {unsent} record(s) could not be sent to "
             f"{self.address} and were written to stderr instead"
@@ -310,6 +354,23 @@ class FunnelHandler(Handler):
 
     def __repr__(self) -> str:
         return f"<FunnelHandler {self.address} ({self.level})>"
+
+
+def _check_open(sock: socket.socket) -> None:
+    """Over TCP: refuse to send into a connection the collector has ended.
+
+    A collector that stops ends its side first (a FIN) and reads on. A send
+    after that would still be accepted by the kernel, then thrown away with
+    a reset when the collector closes: a record lost without a trace. So a
+    TCP producer looks for the end before each send, and sends the record to
+    its fallback instead. (A Unix socket refuses the send itself.)
+    """
+    try:
+        ended = sock.recv(1, _PEEK) == b""
+    except (BlockingIOError, InterruptedError):
+        return
+    if ended:
+        raise ConnectionResetError("the collector ended the connection (it is stopping)")
 
 
 def _write_stderr(text: str) -> None:
@@ -345,8 +406,28 @@ if hasattr(os, "register_at_fork"):
 # -- attaching a process ------------------------------------------------------
 
 _attach_lock = threading.RLock()
-# Stack of (handler, root handlers before, root level before), innermost last.
-_attachments: list[tuple[FunnelHandler, list[Handler], int]] = []
+
+
+class _Attachment:
+    """One ``attach()``: its handler and what it set aside, for ``detach()``."""
+
+    __slots__ = ("handler", "loggers", "set_aside")
+
+    def __init__(
+        self,
+        handler: FunnelHandler,
+        set_aside: list[tuple[Logger, list[Handler]]],
+        loggers: LoggerState | None,
+    ) -> None:
+        self.handler = handler
+        #: Each logger the handler was put on, with the handlers it had.
+        self.set_aside = set_aside
+        #: Levels and flags before the parent's were applied.
+        self.loggers = loggers
+
+
+# Innermost last.
+_attachments: list[_Attachment] = []
 
 
 def attach(
@@ -356,12 +437,20 @@ def attach(
     level: int | None = None,
     timeout: float = 10.0,
 ) -> FunnelHandler:
-    """Make this process's root logger send every record to the collector at ``address``.
+    """Make this process log as the funnel's parent does, into the collector at ``address``.
 
-    The root logger's own handlers are set aside while attached, so nothing
-    is written twice. Its level becomes the collector's level (records no
-    sink wants are not sent), unless ``level`` is given. Attaching again to
-    the same address returns the same handler. It works as a pool initializer:
+    The collector's handshake answer carries the parent's logger
+    configuration as it stood when the funnel started (see ``_loggers``): the
+    root level, ``logging.disable()``, every configured logger's level,
+    ``propagate`` and ``disabled``. They are applied here, so a worker's
+    loggers filter as the parent's do under every start method. The root
+    logger, and every logger that has handlers of its own in the parent,
+    send to the collector instead of their own handlers, which are set aside
+    while attached, so nothing is written twice or by two processes.
+
+    The handler's level is the lowest level any sink accepts (records no sink
+    wants are never sent), or ``level``. Attaching again to the same address
+    returns the same handler. It works as a pool initializer:
     ``Pool(n, initializer=logfunnel.attach, initargs=(funnel.address,))``.
 
     Raises ``AttachError`` if no collector answers within ``timeout`` seconds.
@@ -371,14 +460,14 @@ def attach(
         raise ValueError(
             f"attach() needs an address: pass the Funnel's .address or set ${ENV_ADDRESS}"
         )
-    wanted = str(parse_address(text, key))
+    wanted = parse_address(text, key)
     root = getLogger()
     with _attach_lock:
         if _attachments:
-            current = _attachments[-1][0]
-            if current.address == wanted and current in root.handlers:
+            current = _attachments[-1].handler
+            if current._address == wanted and current in root.handlers:
                 if level is not None:
-                    root.setLevel(level)
+                    current.setLevel(level)
                 if current._sock is None:
                     # A fork child inherits the handler without a connection:
                     # make it now, so attach() means "connected" here too.
@@ -390,35 +479,49 @@ def attach(
         except BaseException:
             handler.close()
             raise
-        _attachments.append((handler, root.handlers[:], root.level))
-        for old in root.handlers[:]:
-            root.removeHandler(old)
-        root.addHandler(handler)
-        root.setLevel(level if level is not None else int(config.get("level", 0)))
+        handler.setLevel(level if level is not None else int(config.get("level", 0)))
+        state = config.get("loggers")
+        loggers = None
+        names = [""]
+        if isinstance(state, dict):
+            loggers = apply_loggers(state, handler)
+            names += route_names(state)
+        set_aside = []
+        for name in names:
+            logger = getLogger(name) if name else root
+            set_aside.append((logger, logger.handlers[:]))
+            for old in logger.handlers[:]:
+                logger.removeHandler(old)
+            logger.addHandler(handler)
+        if len(names) > 1:
+            handler._on_several_loggers()
+        _attachments.append(_Attachment(handler, set_aside, loggers))
         return handler
 
 
 def detach(handler: FunnelHandler | None = None) -> None:
-    """Undo ``attach``: the root logger gets its previous handlers and level back.
+    """Undo ``attach``: loggers get their previous handlers, levels and flags back.
 
     With ``handler``, only that attachment is undone (a no-op if it is not
     the current one); without, the most recent one.
     """
-    root = getLogger()
     with _attach_lock:
         if not _attachments:
             return
-        if handler is not None and _attachments[-1][0] is not handler:
+        if handler is not None and _attachments[-1].handler is not handler:
             return
-        current, handlers, level = _attachments.pop()
-        root.removeHandler(current)
-        for old in handlers:
-            root.addHandler(old)
-        root.setLevel(level)
+        attachment = _attachments.pop()
+        current = attachment.handler
+        for logger, handlers in reversed(attachment.set_aside):
+            logger.removeHandler(current)
+            for old in handlers:
+                logger.addHandler(old)
+        if attachment.loggers is not None:
+            restore_loggers(attachment.loggers)
         current.close()
 
 
 def attached() -> FunnelHandler | None:
     """The handler this process sends through, or None."""
     with _attach_lock:
-        return _attachments[-1][0] if _attachments else None
+        return _attachments[-1].handler if _attachments else None

@@ -33,6 +33,7 @@ import weakref
 from typing import Any, Final
 
 from ._collector import Collector, CollectorStats
+from ._loggers import Routes, route_table, snapshot
 from ._transport import Address, parse_address, remove_private_dir
 
 __all__ = ["LINGER", "ProcessCollector", "main", "process_spec"]
@@ -52,7 +53,6 @@ def process_spec(
     *,
     filename: str | os.PathLike[str] | None,
     console: bool,
-    level: int | str | None,
     max_bytes: int,
     backups: int,
     when: str | None,
@@ -73,7 +73,6 @@ def process_spec(
     spec = {
         "filename": None if filename is None else os.path.abspath(os.fspath(filename)),
         "console": console,
-        "level": level,
         "max_bytes": max_bytes,
         "backups": backups,
         "when": when,
@@ -108,7 +107,7 @@ class ProcessCollector:
     ) -> None:
         self._listener = listener
         self._address = address
-        self._spec = {**spec, "address": str(address), "private_dir": private_dir}
+        self._spec = {**spec, "address": address.with_key(), "private_dir": private_dir}
         self._control: socket.socket | None = None
         self._reader: Any = None
         self._proc: Any = None
@@ -290,16 +289,31 @@ def _build_sinks(spec: dict[str, Any]) -> tuple[list[logging.Handler], list[logg
         spec["datefmt"],
     )
     sinks += made
-    if spec["level"] is not None:
-        level: int = logging._checkLevel(spec["level"])  # type: ignore[attr-defined]
-    elif spec["config"] is not None and not made:
-        level = root.level
-    else:
-        level = min((sink.level for sink in sinks), default=0)
+    handlers = [*sinks, *Routes(route_table()).handlers]
+    level = min((sink.level for sink in handlers), default=0)
     # Records logged inside this process (by a sink's library, say) reach the same sinks.
     for sink in made:
         root.addHandler(sink)
     return sinks, sinks, level
+
+
+def _merged_loggers(parent: Any, config: dict[str, Any] | None) -> dict[str, Any]:
+    """The parent's logger configuration, with what the dictConfig set on top.
+
+    In one process, ``dictConfig`` would have set these loggers itself.
+    """
+    merged: dict[str, Any] = dict(parent) if isinstance(parent, dict) else snapshot()
+    if config is None:
+        return merged
+    here = snapshot()
+    loggers = dict(merged.get("loggers") or {})
+    for name in config.get("loggers") or {}:
+        if name in here["loggers"]:
+            loggers[name] = here["loggers"][name]
+    merged["loggers"] = loggers
+    if "level" in (config.get("root") or {}):
+        merged["root"] = here["root"]
+    return merged
 
 
 class _Serve:
@@ -361,7 +375,15 @@ def main(argv: list[str] | None = None) -> int:
             os.chdir(spec["cwd"])
         address = parse_address(spec["address"])
         sinks, owned, level = _build_sinks(spec)
-        collector = Collector(listener, address, sinks, level, overflow=spec["overflow"])
+        collector = Collector(
+            listener,
+            address,
+            sinks,
+            level,
+            overflow=spec["overflow"],
+            routes=Routes(route_table()),
+            loggers=_merged_loggers(spec.get("loggers"), spec["config"]),
+        )
     except Exception as exc:
         control.sendall(json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode() + b"\n")
         return 1

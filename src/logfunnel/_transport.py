@@ -22,7 +22,7 @@ import shutil
 import socket
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
@@ -62,22 +62,30 @@ class AttachError(ConnectionError):
 
 @dataclass(frozen=True)
 class Address:
-    """A parsed address; ``str()`` gives back the form users pass around."""
+    """A parsed address.
+
+    ``str()`` is for people: it never shows the key, so it can go into error
+    messages, reprs and logs. ``with_key()`` is the form a producer needs,
+    a secret to pass as an argument or in the environment, never to print.
+    """
 
     scheme: str  # "unix" or "tcp"
     path: str = ""
     host: str = ""
     port: int = 0
-    key: bytes | None = None
+    key: bytes | None = field(default=None, repr=False)
 
     def __str__(self) -> str:
         if self.scheme == "unix":
             return f"unix:{self.path}"
         host = f"[{self.host}]" if ":" in self.host else self.host
-        text = f"tcp://{host}:{self.port}"
-        if self.key is not None:
-            text += f"?key={self.key.hex()}"
-        return text
+        return f"tcp://{host}:{self.port}"
+
+    def with_key(self) -> str:
+        """The address with its key, as ``attach()`` takes it."""
+        if self.key is None:
+            return str(self)
+        return f"{self}?key={self.key.hex()}"
 
     @property
     def family(self) -> int:

@@ -1,0 +1,197 @@
+"""The parent's logger configuration, carried to every attached process.
+
+In one process, ``logging.getLogger("noisy").setLevel(logging.ERROR)`` or a
+handler on ``logging.getLogger("audit")`` applies to every logging call. Under
+fork a child inherits that state, but under spawn and forkserver it starts
+with a fresh ``logging`` module: levels set in the parent are lost and
+records for the parent's non-root handlers go nowhere (the complaint of
+joblib#1017 and dask#2592). Under fork it is worse the other way: the child
+writes into its inherited copy of the parent's file handlers, the very
+problem of several processes on one file.
+
+So the funnel takes a snapshot when it starts: the root level, the
+``logging.disable()`` level, and the level, ``propagate`` and ``disabled``
+flags of every logger that has been configured, plus the names of the loggers
+that carry handlers of their own (*routes*). The collector sends it in its
+handshake answer; ``attach()`` applies it, and puts the process's
+``FunnelHandler`` in place of the handlers of every route logger, so a record
+takes the same way up the logger tree as in the parent. The collector then
+hands it to the route loggers' real handlers and, if it propagates that far,
+to the root sinks: as if it had been logged in the parent.
+
+Only plain data crosses: names, numbers and flags. Handler objects stay in
+the process that made them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+__all__ = [
+    "LoggerState",
+    "Routes",
+    "apply",
+    "restore",
+    "route_names",
+    "route_table",
+    "snapshot",
+]
+
+#: The most logger names the collector remembers a route for.
+_ROUTE_CACHE: Final = 4096
+
+#: What ``apply`` changed, so that ``detach`` can put it back:
+#: (logger, level, propagate, disabled) per logger, and the disable level.
+LoggerState = tuple[list[tuple[logging.Logger, int, bool, bool]], int]
+
+
+def _configured() -> Iterable[tuple[str, logging.Logger]]:
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger):
+            yield name, logger
+
+
+def _routed(logger: logging.Logger) -> bool:
+    """Whether records reaching ``logger`` are written by a handler of its own.
+
+    A ``NullHandler`` writes nothing (libraries add one to stay quiet), so it
+    makes no route.
+    """
+    return any(type(h) is not logging.NullHandler for h in logger.handlers)
+
+
+def snapshot() -> dict[str, Any]:
+    """The logger configuration of this process, as JSON-safe data for the handshake."""
+    loggers: dict[str, list[Any]] = {}
+    for name, logger in _configured():
+        routed = _routed(logger)
+        if logger.level or not logger.propagate or logger.disabled or routed:
+            loggers[name] = [logger.level, logger.propagate, logger.disabled, routed]
+    return {
+        "root": logging.getLogger().level,
+        "disable": logging.Logger.manager.disable,
+        "loggers": loggers,
+    }
+
+
+def apply(state: Mapping[str, Any], handler: logging.Handler) -> LoggerState:
+    """Make this process's loggers behave as the parent's ``snapshot`` says.
+
+    The root level, the disable level, and each configured logger's level and
+    flags are set. Route loggers get ``handler`` in place of their own
+    handlers: the caller sets those aside (see ``route_names``). Malformed
+    entries are skipped: a handshake must never stop a program from logging.
+    Returns what was there before, for ``restore``.
+    """
+    manager = logging.Logger.manager
+    root = logging.getLogger()
+    before: list[tuple[logging.Logger, int, bool, bool]] = [
+        (root, root.level, root.propagate, root.disabled)
+    ]
+    old_disable = manager.disable
+    level = state.get("root")
+    if isinstance(level, int):
+        root.setLevel(level)
+    disable = state.get("disable")
+    if isinstance(disable, int):
+        logging.disable(disable)
+    loggers = state.get("loggers")
+    if isinstance(loggers, dict):
+        for name, entry in loggers.items():
+            if not (isinstance(name, str) and isinstance(entry, list) and len(entry) == 4):
+                continue
+            level, propagate, disabled, _ = entry
+            if not (isinstance(level, int) and isinstance(propagate, bool)):
+                continue
+            logger = logging.getLogger(name)
+            before.append((logger, logger.level, logger.propagate, logger.disabled))
+            logger.setLevel(level)
+            logger.propagate = propagate
+            logger.disabled = bool(disabled)
+    return before, old_disable
+
+
+def restore(state: LoggerState) -> None:
+    """Undo ``apply``."""
+    loggers, disable = state
+    for logger, level, propagate, disabled in reversed(loggers):
+        logger.setLevel(level)
+        logger.propagate = propagate
+        logger.disabled = disabled
+    logging.disable(disable)
+
+
+def route_names(state: Mapping[str, Any]) -> list[str]:
+    """The loggers whose records must reach handlers of their own in the parent."""
+    loggers = state.get("loggers")
+    if not isinstance(loggers, dict):
+        return []
+    return [
+        name
+        for name, entry in loggers.items()
+        if isinstance(name, str) and isinstance(entry, list) and entry[3:] == [True]
+    ]
+
+
+def route_table() -> dict[str, tuple[list[logging.Handler], bool]]:
+    """The parent's route loggers and their real handlers, for the collector.
+
+    Loggers that stop propagation are in it too, even without handlers: a
+    record below them never reaches the root sinks.
+    """
+    table: dict[str, tuple[list[logging.Handler], bool]] = {}
+    for name, logger in _configured():
+        if _routed(logger) or not logger.propagate:
+            handlers = [h for h in logger.handlers if type(h) is not logging.NullHandler]
+            table[name] = (handlers, logger.propagate)
+    return table
+
+
+class Routes:
+    """Where a record of a given logger name goes in the parent, cached by name.
+
+    ``lookup`` walks the name's ancestors as ``Logger.callHandlers`` walks the
+    logger tree: the handlers of each route logger on the way, until one that
+    does not propagate; the root sinks only if none stops it.
+    """
+
+    def __init__(self, table: Mapping[str, tuple[list[logging.Handler], bool]]) -> None:
+        self._table = dict(table)
+        self._cache: dict[str, tuple[tuple[logging.Handler, ...], bool]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._table)
+
+    @property
+    def handlers(self) -> list[logging.Handler]:
+        """Every route handler, once each."""
+        seen: list[logging.Handler] = []
+        for handlers, _ in self._table.values():
+            seen.extend(h for h in handlers if all(h is not s for s in seen))
+        return seen
+
+    def lookup(self, name: str) -> tuple[tuple[logging.Handler, ...], bool]:
+        """``(handlers, reaches_root)`` for a record of logger ``name``."""
+        found = self._cache.get(name)
+        if found is not None:
+            return found
+        handlers: list[logging.Handler] = []
+        reaches_root = True
+        table = self._table
+        current = name
+        while current:
+            entry = table.get(current)
+            if entry is not None:
+                handlers.extend(entry[0])
+                if not entry[1]:
+                    reaches_root = False
+                    break
+            cut = current.rfind(".")
+            current = current[:cut] if cut > 0 else ""
+        found = (tuple(handlers), reaches_root)
+        if len(self._cache) >= _ROUTE_CACHE:
+            self._cache.clear()
+        self._cache[name] = found
+        return found

@@ -1,0 +1,122 @@
+"""SIGTERM drains the funnel before the process ends.
+
+``docker stop``, systemd and Kubernetes end a program with SIGTERM. Its
+default action kills the process at once: the collector thread dies with
+records still in its producers' socket buffers, and the private socket
+directory stays behind. So while a funnel runs, the process that owns it
+catches SIGTERM, stops every running funnel (drain, flush, close, clean up),
+then puts the default action back and sends itself SIGTERM again, so the
+program still ends as SIGTERM ends it (exit status -15, no Python clean-up).
+
+It stands aside wherever taking SIGTERM over would change the program:
+
+* only while SIGTERM has its default action: a handler the program
+  installed itself is never replaced, and it is left alone if the program
+  installs one later;
+* only in the main thread (Python runs signal handlers there) of the process
+  that started the funnel. A fork child gets the default action back at once:
+  ``Pool.terminate()`` sends its workers SIGTERM and waits for them, and a
+  Python-level handler would only run once a worker's C code returned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import weakref
+from collections.abc import Iterator
+from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._funnel import Funnel
+
+__all__ = ["SigtermDrain"]
+
+_SIGTERM = getattr(signal, "SIGTERM", None)
+
+
+class SigtermDrain:
+    """The SIGTERM handler of one process, installed while some funnel runs."""
+
+    def __init__(self) -> None:
+        self._funnels: list[weakref.ref[Funnel]] = []
+        self._installed_in = 0  # the pid whose handler this is, 0: none
+        self._stops = 0  # stop() calls under way, in any thread
+        self._pending = False  # SIGTERM arrived during one of them
+        self._lock = threading.Lock()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._after_fork_in_child)
+
+    def add(self, funnel: Funnel) -> None:
+        """Drain ``funnel`` on SIGTERM, installing the handler if SIGTERM is still default."""
+        if _SIGTERM is None or threading.current_thread() is not threading.main_thread():
+            return
+        if self._installed_in != os.getpid():
+            try:
+                if signal.getsignal(_SIGTERM) is not signal.SIG_DFL:
+                    return  # the program handles SIGTERM itself
+                signal.signal(_SIGTERM, self._on_signal)
+            except (ValueError, OSError):
+                return
+            self._installed_in = os.getpid()
+        self._funnels.append(weakref.ref(funnel))
+
+    def discard(self, funnel: Funnel) -> None:
+        """Forget ``funnel``; the last one gone gives SIGTERM its default action back."""
+        self._funnels = [ref for ref in self._funnels if ref() not in (None, funnel)]
+        if self._installed_in != os.getpid():
+            return
+        if self._pending and not self._stops:
+            self._finish()  # a SIGTERM waited for this stop
+        elif not self._funnels:
+            self._uninstall()
+
+    @contextlib.contextmanager
+    def stopping(self) -> Iterator[None]:
+        """Mark a ``stop()`` under way: a SIGTERM now waits for it instead of cutting it short."""
+        with self._lock:
+            self._stops += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._stops -= 1
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._pending = True
+        if not self._stops:
+            self._finish()
+        # Else a stop() is under way (perhaps the one this handler interrupted):
+        # it ends the process once it is done, in discard().
+
+    def _finish(self) -> None:
+        """Stop every funnel left, innermost first, then end the process by SIGTERM."""
+        self._pending = False
+        funnels, self._funnels = self._funnels, []
+        for ref in reversed(funnels):
+            funnel = ref()
+            if funnel is not None:
+                funnel.stop()
+        self._uninstall()
+        # From another thread the default action cannot be put back; the
+        # signal then comes to _on_signal in the main thread, which ends it.
+        os.kill(os.getpid(), _SIGTERM)  # type: ignore[arg-type]
+
+    def _uninstall(self) -> None:
+        self._installed_in = 0
+        with contextlib.suppress(ValueError, OSError):
+            if signal.getsignal(_SIGTERM) == self._on_signal:  # type: ignore[arg-type]
+                signal.signal(_SIGTERM, signal.SIG_DFL)  # type: ignore[arg-type]
+
+    def _after_fork_in_child(self) -> None:
+        self._funnels = []
+        self._stops = 0
+        self._lock = threading.Lock()
+        self._pending = False
+        if self._installed_in:
+            self._installed_in = 0
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(_SIGTERM, signal.SIG_DFL)  # type: ignore[arg-type]
