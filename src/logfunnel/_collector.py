@@ -51,6 +51,7 @@ from ._codec import (
     decode_text,
     encode_json,
 )
+from ._loggers import Routes
 from ._sinkguard import SinkGuards, skip_marker
 from ._sinks import TextWriter, text_spec
 from ._transport import Address, answer_challenge, challenge_frame
@@ -182,6 +183,8 @@ class Collector:
         stall_timeout: float = STALL_TIMEOUT,
         buffer_budget: int = BUFFER_BUDGET,
         sink_options: dict[str, float] | None = None,
+        routes: Routes | None = None,
+        loggers: dict[str, Any] | None = None,
     ) -> None:
         self._listener = listener
         self._address = address
@@ -202,7 +205,15 @@ class Collector:
             self._plan.append((sink, TextWriter(sink), self._formats.index(spec)))
         self._writers = [writer for _, writer, _ in self._plan if writer is not None]
         self._text_plan = [(sink, w) for sink, w, _ in self._plan if w is not None]
-        self._structured = on_record is not None or any(w is None for _, w, _ in self._plan)
+        # Handlers of non-root loggers, reached as in the parent (see _loggers).
+        self._routes = routes if routes else None
+        #: The parent's logger configuration, for every producer's handshake.
+        self._loggers = loggers
+        self._structured = (
+            on_record is not None
+            or self._routes is not None
+            or any(w is None for _, w, _ in self._plan)
+        )
         # All sinks take text of one format: frames need no decoding beyond a header.
         self._one_text = len(self._formats) == 1 and not self._structured
         # Line mode (see the module docstring): the sinks' one level, or None.
@@ -238,8 +249,11 @@ class Collector:
         self._idle = threading.Condition(threading.Lock())
         self._listener_paused_until = 0.0
         self._next_tick = 0.0
+        guarded = self._sinks + [
+            h for h in (self._routes.handlers if self._routes else []) if h not in self._sinks
+        ]
         self._guards = SinkGuards(
-            self._sinks, self.stats, self._report, overflow=overflow, **(sink_options or {})
+            guarded, self.stats, self._report, overflow=overflow, **(sink_options or {})
         )
         for writer in self._writers:
             writer.submit = self._guards.guard_of(writer.sink).submit
@@ -394,14 +408,20 @@ class Collector:
         reading: what is in its socket buffer is still read, but the
         producer's next send fails at once and goes to its fallback. So the
         drain is finite even while producers keep logging, and nothing falls
-        between the last read and the close. Over TCP the shutdown does not
-        reach the peer, so bytes still in flight are waited for briefly first.
+        between the last read and the close. Over TCP a shutdown for reading
+        does not reach the peer, so the collector first ends its own side
+        (a FIN, which a TCP producer checks for before each send, see the
+        handler), then reads until each producer has closed or stayed quiet
+        for a moment.
         """
         self._accept_pending()
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(self._listener)
         self._listener.close()
         if self._address.scheme != "unix":
+            for conn in list(self._connections.values()):
+                with contextlib.suppress(OSError):
+                    conn.sock.shutdown(socket.SHUT_WR)
             deadline = time.monotonic() + _TCP_DRAIN_LIMIT
             while time.monotonic() < deadline:
                 progressed = False
@@ -692,6 +712,7 @@ class Collector:
                 "structured": self._structured,
                 "overflow": self._overflow,
                 "lines": self._line_level,
+                "loggers": self._loggers,
             }
             try:
                 conn.sock.sendall(encode_json(KIND_CONFIG, config))
@@ -724,6 +745,10 @@ class Collector:
         elif self._structured:
             raise FrameError("a sink needs the structured record and the producer sent none")
         self._sequence(conn, seq)
+        if self._routes is not None:
+            assert record is not None
+            if not self._route(record):
+                return
         for sink, writer, index in self._plan:
             if levelno < sink.level:
                 continue
@@ -738,6 +763,8 @@ class Collector:
 
     def handle(self, record: logging.LogRecord) -> None:
         """Give ``record`` to every sink whose level accepts it; a failing sink hurts no other."""
+        if self._routes is not None and not self._route(record):
+            return
         levelno = record.levelno
         for sink, writer, _ in self._plan:
             if levelno >= sink.level:
@@ -746,6 +773,19 @@ class Collector:
                 self._deliver(sink, record)
         if self._on_record is not None:
             self._on_record(record)
+
+    def _route(self, record: logging.LogRecord) -> bool:
+        """Hand ``record`` to the handlers of the loggers on its way up, as in the parent;
+        True if it propagates as far as the root sinks."""
+        assert self._routes is not None
+        handlers, reaches_root = self._routes.lookup(record.name)
+        levelno = record.levelno
+        for handler in handlers:
+            if levelno >= handler.level:
+                self._deliver(handler, record)
+        if not reaches_root and self._on_record is not None:
+            self._on_record(record)
+        return reaches_root
 
     def _deliver(self, sink: logging.Handler, record: logging.LogRecord) -> None:
         try:
