@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 import logfunnel
 from logfunnel import _merge
 from logfunnel._cli import main
-from logfunnel._merge import merge_files
+from logfunnel._merge import DEFAULT_MAX_OPEN, merge_files
 
 T0 = 1_700_000_000.0
 
@@ -244,6 +245,74 @@ class TestManyInputs:
         grouped, said, result = merge_text(paths, max_open=2)
         assert grouped == one_pass
         assert (said, result.records, result.files) == ([], 21, 7)
+
+
+class TestRepeatedInputs:
+    @pytest.mark.parametrize("max_open", [DEFAULT_MAX_OPEN, 2])
+    def test_a_file_given_twice_is_merged_once(self, max_open: int, tmp_path: Path) -> None:
+        """Inputs named twice (as overlapping globs do) give each record once and are reported."""
+        a = write(tmp_path / "a", [f"{stamp(T0 + 1)} 0 a1", f"{stamp(T0 + 3)} 1 a3"])
+        b = write(tmp_path / "b", [f"{stamp(T0 + 2)} 0 b2"])
+        once, _, _ = merge_text([a, b])
+        text, said, result = merge_text([a, b, a, b], max_open=max_open)
+        assert text == once
+        assert said == [
+            f"{a}: given more than once; merged once",
+            f"{b}: given more than once; merged once",
+        ]
+        assert (result.records, result.files, result.repeated, result.ok) == (3, 2, 2, True)
+
+    def test_the_same_file_through_another_path_is_merged_once(self, tmp_path: Path) -> None:
+        """A symlink, a hard link or another spelling of an input's path is the same file: once."""
+        a = write(tmp_path / "a", [f"{stamp(T0 + 1)} 0 a1"])
+        (tmp_path / "sub").mkdir()
+        symlink, hardlink = tmp_path / "symlink", tmp_path / "hardlink"
+        symlink.symlink_to(a)
+        os.link(a, hardlink)
+        respelled = tmp_path / "sub" / ".." / "a"
+        text, said, result = merge_text([a, symlink, hardlink, respelled])
+        assert text == a.read_text()
+        assert said == [
+            f"{p}: the same file as {a}; merged once" for p in (symlink, hardlink, respelled)
+        ]
+        assert (result.records, result.files, result.repeated) == (1, 1, 3)
+
+    def test_without_inode_numbers_files_are_told_apart_by_resolved_path(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Where the filesystem reports inode 0 for every file, distinct files are all merged."""
+        real_stat = os.stat
+
+        def stat_without_inodes(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+            st = real_stat(path, *args, **kwargs)
+            if not str(path).startswith(str(tmp_path)):
+                return st
+            return os.stat_result((st.st_mode, 0, *st[2:10]))
+
+        a = write(tmp_path / "a", [f"{stamp(T0 + 1)} 0 a1"])
+        b = write(tmp_path / "b", [f"{stamp(T0 + 2)} 0 b2"])
+        (tmp_path / "symlink").symlink_to(a)
+        monkeypatch.setattr(_merge.os, "stat", stat_without_inodes)
+        text, said, result = merge_text([a, b, tmp_path / "symlink"])
+        assert text.splitlines() == [f"{stamp(T0 + 1)} 0 a1", f"{stamp(T0 + 2)} 0 b2"]
+        assert said == [f"{tmp_path / 'symlink'}: the same file as {a}; merged once"]
+        assert (result.files, result.repeated) == (2, 1)
+
+    def test_the_command_names_the_repeats_and_counts_them(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`logfunnel merge a* a*`: each record once in OUT; each repeat named on stderr."""
+        a = write(tmp_path / "a", [f"{stamp(T0 + 1)} 0 a1"])
+        b = write(tmp_path / "b", [f"{stamp(T0 + 2)} 0 b2"])
+        out = tmp_path / "out.log"
+        assert main(["merge", str(a), str(b), str(a), str(b), "-o", str(out)]) == 0
+        assert capsys.readouterr().err.splitlines() == [
+            f"logfunnel merge: {a}: given more than once; merged once",
+            f"logfunnel merge: {b}: given more than once; merged once",
+            f"logfunnel merge: 2 records from 2 files -> {out}; 2 repeated inputs merged once "
+            "(listed above)",
+        ]
+        assert out.read_text().splitlines() == [f"{stamp(T0 + 1)} 0 a1", f"{stamp(T0 + 2)} 0 b2"]
 
 
 class TestCommand:

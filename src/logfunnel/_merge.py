@@ -14,6 +14,12 @@ a file's first record, since they belong to no record and cannot be placed.
 More inputs than ``--max-open`` are merged in groups through temporary files
 first, which keeps every guarantee above because the output is in the same
 format as the inputs.
+
+A file named more than once is merged once, and each repeat is reported.
+Overlapping globs (``merge a*.log a*.log``, ``merge logs/* logs/app-*``) would
+otherwise double every record of it. Files are told apart by device and inode,
+not by name, so a repeat through a symlink, a hard link or another spelling of
+the path is caught too.
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ class MergeResult:
     unplaced: int = 0
     #: Records earlier than the record before them in the same file (kept in file order).
     out_of_order: int = 0
+    #: Inputs that named a file already given (by any path): left out, so it is merged once.
+    repeated: int = 0
 
     @property
     def ok(self) -> bool:
@@ -198,10 +206,33 @@ def merge_files(
     """
     if max_open < 2:
         raise ValueError("max_open must be at least 2")
-    result = MergeResult(files=len(paths))
+    result = MergeResult()
     say = report if report is not None else (lambda _: None)
-    result.records = _merge_level(list(paths), out, result, say, max_open, scratch)
+    distinct = _distinct(paths, result, say)
+    result.files = len(distinct)
+    result.records = _merge_level(distinct, out, result, say, max_open, scratch)
     return result
+
+
+def _distinct(paths: Sequence[str], result: MergeResult, report: Report) -> list[str]:
+    """``paths`` without the ones that name a file already given; each repeat is reported."""
+    first: dict[object, str] = {}
+    distinct: list[str] = []
+    for path in paths:
+        st = os.stat(path)
+        # A filesystem without inode numbers reports 0 for every file: compare resolved paths.
+        key = (st.st_dev, st.st_ino) if st.st_ino else os.path.normcase(os.path.realpath(path))
+        if key not in first:
+            first[key] = path
+            distinct.append(path)
+            continue
+        result.repeated += 1
+        earlier = first[key]
+        if earlier == path:
+            report(f"{path}: given more than once; merged once")
+        else:
+            report(f"{path}: the same file as {earlier}; merged once")
+    return distinct
 
 
 def _merge_level(
@@ -287,5 +318,8 @@ def run(args: argparse.Namespace) -> int:
         summary += f"; {result.unplaced} lines could not be placed (listed above)"
     if result.out_of_order:
         summary += f"; {result.out_of_order} records out of time order within their file"
+    if result.repeated:
+        inputs = "input" if result.repeated == 1 else "inputs"
+        summary += f"; {result.repeated} repeated {inputs} merged once (listed above)"
     _say(summary)
     return 0 if result.ok else 1
