@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import logging
 import logging.handlers
 import re
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import _workers
 import pytest
 
 import logfunnel
-from logfunnel._sinks import ProducerFormatter, text_spec
+from logfunnel._sinkguard import LINES_ATTR
+from logfunnel._sinks import ProducerFormatter, TextWriter, text_spec
 
 JOIN_TIMEOUT = 60
 LINE = re.compile(r"^\S+ \S+ (\S+)\[(\d+)\] (\w+) worker: task (\d+) record (\d+)$")
@@ -201,3 +205,148 @@ class TestProducerFormatter:
         assert text_spec(filtered) is None
         assert text_spec(custom) is None
         assert text_spec(logging.StreamHandler()) is not None
+
+
+def batch_of(count: int, bad: int) -> tuple[list[str], list[bytes | bytearray]]:
+    """``count`` records, and the batch the collector would make of them: runs of
+    single lines and, alone, one record of two lines. Record ``bad`` has a character
+    ASCII lacks."""
+    texts = [f"record {n}\n" for n in range(count)]
+    texts[bad] = f"record {bad} caf\u00e9\n"
+    texts[7] = "record 7 first line\n  second line\n"
+    encoded = [text.encode() for text in texts]
+    return texts, [bytearray(b"".join(encoded[:7])), encoded[7], bytearray(b"".join(encoded[8:]))]
+
+
+def emit_each(sink: logging.Handler, texts: list[str]) -> None:
+    """What the stdlib does in one process: one ``handle`` per record."""
+    sink.setFormatter(logging.Formatter("%(message)s"))
+    for text in texts:
+        sink.handle(logging.makeLogRecord({"msg": text[:-1]}))
+
+
+def failures_of(sink: logging.Handler, monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, int]]:
+    """Each ``handleError`` of ``sink``: the exception type and the lines it counts."""
+    failures: list[tuple[Any, int]] = []
+
+    def handle_error(record: logging.LogRecord) -> None:
+        failures.append((sys.exc_info()[0], record.__dict__.get(LINES_ATTR, 1)))
+
+    monkeypatch.setattr(sink, "handleError", handle_error)
+    return failures
+
+
+class CharByChar:
+    """A stream that writes one character at a time and holds ASCII only: a write
+    it refuses has already written part of its text."""
+
+    def __init__(self) -> None:
+        self.written: list[str] = []
+
+    def write(self, text: str) -> None:
+        for char in text:
+            char.encode("ascii")
+            self.written.append(char)
+
+    def flush(self) -> None:
+        pass
+
+
+class FullAfter(io.RawIOBase):
+    """A file that takes ``room`` bytes, then fails every write as a full disk does."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        if not self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        taken = bytes(data[: self.room])
+        self.data += taken
+        self.room -= len(taken)
+        return len(taken)
+
+
+class TestFailedWrites:
+    @pytest.mark.parametrize("kind", ["file", "console"])
+    def test_a_record_the_stream_cannot_encode_is_lost_alone(
+        self, kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A batch holding one record an ASCII stream cannot encode writes every other
+        record, as one process would, and reports that record alone."""
+        texts, batch = batch_of(1000, 500)
+
+        def sink_at(path: Path) -> logging.StreamHandler[Any]:
+            if kind == "file":
+                return logging.FileHandler(path, encoding="ascii")
+            return logging.StreamHandler(open(path, "w", encoding="ascii"))
+
+        plain = sink_at(tmp_path / "plain.log")
+        failures_of(plain, monkeypatch)
+        emit_each(plain, texts)
+        ours = sink_at(tmp_path / "ours.log")
+        failures = failures_of(ours, monkeypatch)
+        TextWriter(ours).write(batch)
+        for sink in (plain, ours):
+            sink.stream.close()
+        expected = (tmp_path / "plain.log").read_bytes()
+        assert len(expected.splitlines()) == 1000
+        assert (tmp_path / "ours.log").read_bytes() == expected
+        assert failures == [(UnicodeEncodeError, 1)]
+
+    def test_a_stream_that_fails_half_way_gets_what_emit_gives_it(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A stream whose refused write may be partly written gets one write per record,
+        so it holds exactly what it holds in one process: nothing doubled, nothing lost."""
+        texts, batch = batch_of(1000, 500)
+        plain = logging.StreamHandler(CharByChar())
+        failures_of(plain, monkeypatch)
+        emit_each(plain, texts)
+        ours = logging.StreamHandler(CharByChar())
+        failures = failures_of(ours, monkeypatch)
+        TextWriter(ours).write(batch)
+        assert "".join(ours.stream.written) == "".join(plain.stream.written)
+        assert failures == [(UnicodeEncodeError, 1)]
+
+    def test_a_failed_record_takes_no_room_in_a_rotating_file(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Size rotation after a record that failed falls where the stdlib puts it: the
+        lost record's bytes do not count towards the size of the file."""
+        texts, batch = batch_of(100, 40)
+        files = {}
+        for name in ("plain", "ours"):
+            (tmp_path / name).mkdir()
+            sink = logging.handlers.RotatingFileHandler(
+                tmp_path / name / "app.log", maxBytes=200, backupCount=100, encoding="ascii"
+            )
+            failures_of(sink, monkeypatch)
+            if name == "plain":
+                emit_each(sink, texts)
+            else:
+                TextWriter(sink).write(batch)
+            sink.close()
+            files[name] = {p.name: p.read_text() for p in (tmp_path / name).iterdir()}
+        assert len(files["plain"]) > 5
+        assert files["ours"] == files["plain"]
+
+    def test_a_write_that_fails_under_the_text_layer_writes_nothing_twice(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """When the disk fills up part-way through a batch, no record is written again:
+        where the write stopped is unknown, so the batch is counted as failed instead."""
+        texts = [f"record {n}\n" for n in range(2000)]
+        raw = FullAfter(room=10_000)
+        stream = io.TextIOWrapper(io.BufferedWriter(raw), encoding="ascii")
+        sink = logging.StreamHandler(stream)
+        failures = failures_of(sink, monkeypatch)
+        TextWriter(sink).write([bytearray("".join(texts).encode())])
+        written = raw.data.decode().splitlines(keepends=True)
+        assert 0 < len(written) < len(texts)
+        assert "".join(written) == "".join(texts)[: len(raw.data)]
+        assert failures == [(OSError, 2000)]

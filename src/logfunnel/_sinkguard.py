@@ -6,7 +6,10 @@ sink hurt that thread and, through it, every producer:
 * a sink that fails on every call (a full disk, a closed socket). The stdlib
   prints a traceback to stderr for each failed record and counts nothing. A
   guard counts the failures, prints the first traceback once, and writes a
-  summary record to the other sinks at most every ``REPORT_INTERVAL`` seconds;
+  summary record to the other sinks at most every ``REPORT_INTERVAL`` seconds.
+  When no other sink takes the summary (there is none, its level is higher,
+  or it fails too), the summary goes to stderr, as the stdlib's last resort
+  does for a record no handler takes: a loss is never silent;
 * a sink that blocks (a network handler whose peer stalls, a hung disk). Once
   one call has taken longer than ``SLOW_SINK`` seconds the guard moves that
   sink to its own thread behind a bounded queue, so the others keep their
@@ -19,8 +22,8 @@ sink hurt that thread and, through it, every producer:
 A guard installs itself on the sink instance (``handle`` and ``handleError``)
 and removes itself when the collector stops. It does not wrap the sink, so
 code that looks at the sink's type sees the user's handler unchanged. The fast
-path for a healthy sink costs one extra Python call and two clock reads per
-record.
+path for a healthy sink costs one extra Python call, one test of a global and
+two clock reads per record.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import collections
 import functools
 import logging
+import os
 import sys
 import threading
 import time
@@ -65,6 +69,15 @@ REPORT_INTERVAL: Final = 10.0
 _SKIP_ATTR: Final = "_logfunnel_not_for"
 #: On the record a failed text batch reports: how many lines it held.
 LINES_ATTR: Final = "_logfunnel_lines"
+# The guards whose failure reports are being handed to the sinks right now, in
+# this process. Only while there is one does a guard look for the report marker
+# on the records it handles (to tell the reporting guard that a sink took it),
+# so a healthy sink pays one test of this global per record, not a dict lookup.
+# A list, not a counter under a lock: append and remove are atomic, and no lock
+# can be inherited held by a fork child.
+_reporting: list[SinkGuard] = []
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reporting.clear)
 _JOB_FAILED: Final = logging.LogRecord(
     "logfunnel", logging.ERROR, __file__, 0, "a sink failed in its own thread", None, None
 )
@@ -120,6 +133,8 @@ class SinkGuard:
         self._had_own = {name: name in sink.__dict__ for name in ("handle", "handleError")}
         self._unreported = 0
         self._last_error: BaseException | None = None
+        # Whether another sink took this guard's last failure report.
+        self._delivered = False
         self._next_report = 0.0
         self._reporting = False
         # Work for an isolated sink, in order: a record to handle, or a batch of
@@ -154,8 +169,23 @@ class SinkGuard:
 
     def handle(self, record: logging.LogRecord) -> bool:
         """Hand ``record`` to the sink, or to its queue once it has been isolated."""
-        if self.failures and record.__dict__.get(_SKIP_ATTR) is self:
+        if _reporting and _SKIP_ATTR in record.__dict__:
+            return self._handle_report(record)
+        return self._handle_record(record)
+
+    def _handle_report(self, record: logging.LogRecord) -> bool:
+        """Handle a guard's failure report; tell that guard when this sink took it."""
+        reporter = record.__dict__[_SKIP_ATTR]
+        if reporter is self:
             return False  # our own failure report is not for the failing sink
+        failures = self.failures
+        handled = self._handle_record(record)
+        # handle() returns true even when emit failed: its handleError counted that.
+        if handled and self.failures == failures and isinstance(reporter, SinkGuard):
+            reporter._delivered = True
+        return handled
+
+    def _handle_record(self, record: logging.LogRecord) -> bool:
         if self.isolated:
             self._enqueue(functools.partial(self._handle, record), _size(record))
             return True
@@ -193,11 +223,13 @@ class SinkGuard:
         """Count a failure of the sink; the report comes later, rate-limited."""
         # A failed batch of producer-formatted lines counts once per line.
         count = int(record.__dict__.get(LINES_ATTR, 1))
+        first = not self.failures
         self.failures += count
         self._unreported += count
         self._stats.sink_errors += count
         error = sys.exc_info()[1]
-        if self.failures == 1 and logging.raiseExceptions and sys.stderr is not None:
+        # The first failure, whatever it counts: a failed batch counts one per line.
+        if first and logging.raiseExceptions and sys.stderr is not None:
             # One traceback for the first failure, where the stdlib prints one per record.
             try:
                 sys.stderr.write(
@@ -219,17 +251,36 @@ class SinkGuard:
         self._next_report = now + self._report_interval
         self._reporting = True
         try:
-            self._report_to_sinks(
+            error = self._last_error
+            self._report_failure(
                 logging.ERROR,
-                "logfunnel: sink %r failed %d time(s) (%d in all); last error: %r",
-                self.sink,
+                "logfunnel: sink %s failed %d time(s) (%d in all); last error: %s",
+                _ascii(repr(self.sink)),
                 count,
                 self.failures,
-                self._last_error,
-                skip=self,
+                "unknown" if error is None else _ascii(f"{type(error).__name__}: {error}"),
             )
         finally:
             self._reporting = False
+
+    def _report_failure(self, level: int, msg: str, *args: object) -> None:
+        """Report a loss of this sink to the other sinks, or to stderr if none takes it.
+
+        The arguments should be ASCII: the sink that failed may be one that
+        cannot encode anything else, and so may the others.
+        """
+        self._delivered = False
+        _reporting.append(self)
+        try:
+            self._report_to_sinks(level, msg, *args, skip=self)
+        finally:
+            _reporting.remove(self)
+        if not self._delivered and sys.stderr is not None:
+            try:
+                sys.stderr.write(msg % args + "\n")
+                sys.stderr.flush()
+            except Exception:
+                pass
 
     # -- isolation -----------------------------------------------------------
 
@@ -268,13 +319,12 @@ class SinkGuard:
                     self._drop_locked()
                     cond.release()
                     try:
-                        self._report_to_sinks(
+                        self._report_failure(
                             logging.ERROR,
-                            "logfunnel: sink %r finished no record for %.0f s; its records "
+                            "logfunnel: sink %s finished no record for %.0f s; its records "
                             "are dropped and counted until it finishes one",
-                            self.sink,
+                            _ascii(repr(self.sink)),
                             waited,
-                            skip=self,
                         )
                     finally:
                         cond.acquire()
@@ -355,13 +405,12 @@ class SinkGuard:
                         self.dropped += left
                         self._stats.sink_dropped += left
                         self._queue.clear()
-                    self._report_to_sinks(
+                    self._report_failure(
                         logging.ERROR,
-                        "logfunnel: sink %r did not finish its queue at stop; "
+                        "logfunnel: sink %s did not finish its queue at stop; "
                         "%d record(s) were dropped for it",
-                        self.sink,
+                        _ascii(repr(self.sink)),
                         left,
-                        skip=self,
                     )
                     break
                 thread.join(min(0.5, self._stall_timeout))
@@ -405,6 +454,11 @@ class SinkGuards:
         """In a fork child: uninstall without waiting (the sink threads stayed in the parent)."""
         for guard in self.guards:
             guard.uninstall()
+
+
+def _ascii(text: str) -> str:
+    """``text`` with anything beyond ASCII escaped, so that any sink can write it."""
+    return text.encode("ascii", "backslashreplace").decode("ascii")
 
 
 def skip_marker(record: logging.LogRecord, guard: object) -> None:

@@ -83,7 +83,13 @@ class ProducerFormatter(logging.Formatter):
     one-second resolution, so its result is cached per second; the
     milliseconds are added afterwards as the stdlib does. A plain record
     (no exception, no stack) under a ``%``-style format is formatted in one
-    step, without the stdlib's chain of method calls.
+    step, without the stdlib's chain of method calls, reusing the last
+    asctime while records come within one millisecond.
+
+    The two caches have a key each, and only their own code writes it: a
+    record with an exception or a stack goes through the stdlib's
+    ``format`` and so through ``formatTime`` alone, and that must not make
+    the next plain record take an asctime made for another second.
     """
 
     def __init__(self, spec: dict[str, Any]) -> None:
@@ -96,11 +102,15 @@ class ProducerFormatter(logging.Formatter):
         self.terminator: str = spec["terminator"]
         self._uses_time = self._style.usesTime()
         self._percent = spec["style"] == "%"
-        self._second = -1
+        # formatTime's cache: the strftime text of one second. None: nothing
+        # cached (a time before 1970, where int() and the converter's floor differ).
+        self._second: int | None = None
         self._stamp = ""
-        # The last asctime made, and the millisecond it is for: a busy
-        # producer logs many records within one millisecond.
+        # format's cache: the last asctime made, and the second (as
+        # formatTime keyed it) and millisecond it is for: a busy producer
+        # logs many records within one millisecond.
         self._asctime = ""
+        self._asctime_second: int | None = None
         self._msecs = -1.0
 
     def format(self, record: logging.LogRecord) -> str:
@@ -109,9 +119,10 @@ class ProducerFormatter(logging.Formatter):
         record.message = record.getMessage()
         if self._uses_time:
             msecs = record.msecs
-            if msecs != self._msecs or int(record.created) != self._second:
+            if msecs != self._msecs or int(record.created) != self._asctime_second:
                 self._asctime = self.formatTime(record, self.datefmt)
                 self._msecs = msecs
+                self._asctime_second = self._second
             record.asctime = self._asctime
         try:
             return self._fmt % record.__dict__  # type: ignore[operator]
@@ -122,12 +133,13 @@ class ProducerFormatter(logging.Formatter):
         return self._uses_time
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        second = int(record.created)
+        created = record.created
+        second = int(created)
         if second != self._second:
             self._stamp = time.strftime(
-                datefmt or self.default_time_format, self.converter(record.created)
+                datefmt or self.default_time_format, self.converter(created)
             )
-            self._second = second
+            self._second = second if created >= 0 else None
         if datefmt or not self.default_msec_format:
             return self._stamp
         return self.default_msec_format % (self._stamp, record.msecs)
@@ -153,7 +165,20 @@ class TextWriter:
     terminator. A ``bytes`` item is one record, which may span lines. A
     ``bytearray`` item is a run of whole single-line records, as line mode
     reads them off the wire (see the collector); only those are ever split,
-    at their newlines, and only when a size rotation falls inside them.
+    at their newlines, and only when a size rotation falls inside them, or
+    when a batch has to be written record by record.
+
+    A batch is one write, so one record the stream cannot encode would fail
+    all of it, where ``StreamHandler.emit`` loses that record alone. The one
+    write is kept only for streams whose failed write is known to have
+    written nothing (the stdlib's ``TextIOWrapper``, which encodes a whole
+    call before it writes any of it, and ``StringIO``): a batch they refuse
+    is written again record by record, each record as ``emit`` writes it,
+    so only the records that really fail are lost, each one reported. Any
+    other stream gets one write and one flush per record from the start,
+    like ``emit``: a write that fails half-way through a batch could
+    neither be retried (the written part would be doubled) nor left alone
+    (the rest would be lost).
     """
 
     def __init__(self, sink: logging.StreamHandler[Any]) -> None:
@@ -162,8 +187,11 @@ class TextWriter:
         self.pending: list[bytes | bytearray] = []
         #: How many records ``pending`` holds; counted by the collector as it appends.
         self.lines = 0
+        #: How many failures this writer handed to the sink's ``handleError``.
         self.errors = 0
-        self._raw_for: object = None
+        # How batches reach the sink's stream, worked out once per stream (see _route).
+        self._route_for: object = None
+        self._whole = False
         self._raw: Any = None
         #: How a batch is run: at once by default; the collector routes it
         #: through the sink's guard, which moves a slow sink to its own thread.
@@ -192,6 +220,9 @@ class TextWriter:
                     self._roll_by_time(sink)
                 self._write(batch)
         except Exception:
+            # What may be partly written is unknown here (an OSError under the
+            # stream's buffer, a failed rollover): count the whole batch rather
+            # than write any of it twice.
             self.errors += 1
             sink.handleError(self._as_record(batch))
         finally:
@@ -205,38 +236,74 @@ class TextWriter:
             sink.stream = sink._open()
         return sink.stream
 
-    def _write(self, parts: list[bytes | bytearray]) -> None:
-        data = b"".join(parts)
+    def _write(self, parts: list[bytes | bytearray]) -> int:
+        """Write ``parts``; return the size of the records that failed (0 almost always)."""
         stream = self._stream()
-        raw = self._raw_buffer(stream)
+        if stream is not self._route_for:
+            self._route(stream)
+        if not self._whole:
+            return self._write_each(stream, parts)
+        data = b"".join(parts)
+        raw = self._raw
         if raw is not None and data.isascii():
             # ASCII is the same bytes in the stream's encoding: skip the
             # decode and re-encode through the text layer.
             stream.flush()
             raw.write(data)
         else:
-            stream.write(data.decode("utf-8", "backslashreplace"))
+            try:
+                stream.write(data.decode("utf-8", "backslashreplace"))
+            except UnicodeError:
+                # Nothing of it was written (see _route): one record at a time.
+                return self._write_each(stream, parts)
         self.sink.flush()
+        return 0
 
-    def _raw_buffer(self, stream: Any) -> Any:
-        """The binary buffer under a file sink's own text stream, if bytes may go there.
+    def _write_each(self, stream: Any, parts: list[bytes | bytearray]) -> int:
+        """Write the records of ``parts`` as ``StreamHandler.emit`` would: one write and
+        one flush each, a failure reported for that record alone. Returns the size of
+        the records that failed."""
+        sink = self.sink
+        lost = 0
+        for part in parts:
+            for record in _split_lines(part):
+                try:
+                    stream.write(record.decode("utf-8", "backslashreplace"))
+                    sink.flush()
+                except RecursionError:  # as emit does: no handleError for that
+                    raise
+                except Exception:
+                    lost += len(record)
+                    self.errors += 1
+                    sink.handleError(self._as_record([record]))
+        return lost
 
-        Only a stream the ``FileHandler`` opened itself qualifies: its newline
-        handling is known (none on POSIX) and its encoding is checked to
-        write ASCII unchanged. A user's stream (a console) always gets text.
+    def _route(self, stream: Any) -> None:
+        """Choose how batches reach ``stream``: whole, and maybe as bytes, or per record.
+
+        A batch goes in one write only when a write the stream refuses is
+        known to have written nothing of it: the C ``TextIOWrapper.write``
+        (not overridden) encodes the whole text before it queues any byte,
+        so an encoding error leaves the stream as it was; ``StringIO``
+        encodes nothing. ASCII may even skip the text layer, but only into a
+        stream the ``FileHandler`` opened itself: its newline handling is
+        known (none on POSIX) and its encoding is checked to write ASCII
+        unchanged. A user's stream (a console) always gets text.
         """
-        if stream is not self._raw_for:
-            self._raw_for, self._raw = stream, None
-            encoding = getattr(stream, "encoding", None)
-            if (
-                isinstance(self.sink, logging.FileHandler)
-                and isinstance(stream, io.TextIOWrapper)
-                and os.linesep == "\n"
-                and encoding
-                and _keeps_ascii(encoding)
-            ):
-                self._raw = stream.buffer
-        return self._raw
+        write = getattr(type(stream), "write", None)
+        self._whole = write is _TEXT_WRITE or write is _STRING_WRITE
+        self._raw = None
+        encoding = getattr(stream, "encoding", None)
+        if (
+            self._whole
+            and isinstance(self.sink, logging.FileHandler)
+            and isinstance(stream, io.TextIOWrapper)
+            and os.linesep == "\n"
+            and encoding
+            and _keeps_ascii(encoding)
+        ):
+            self._raw = stream.buffer
+        self._route_for = stream
 
     def _write_rotating(
         self, sink: logging.handlers.RotatingFileHandler, parts: list[bytes | bytearray]
@@ -258,11 +325,14 @@ class TextWriter:
                 size = len(record)
                 if position and position + size >= limit and _regular_file(sink.baseFilename):
                     if out:
-                        self._write(out)
+                        # Records that failed take no room in the file: the
+                        # stdlib's size check sees only what was written.
+                        position -= self._write(out)
                         out = []
-                    sink.doRollover()
-                    self._stream()
-                    position = 0
+                    if position and position + size >= limit:
+                        sink.doRollover()
+                        self._stream()
+                        position = 0
                 out.append(record)
                 position += size
         if out:
@@ -301,6 +371,10 @@ def _keeps_ascii(encoding: str) -> bool:
         return probe.encode(encoding) == probe.encode("ascii")
     except (LookupError, UnicodeError):
         return False
+
+
+_TEXT_WRITE: Final = io.TextIOWrapper.write
+_STRING_WRITE: Final = io.StringIO.write
 
 
 def _run_now(job: Callable[[], object], size: int, lines: int) -> None:
