@@ -32,7 +32,9 @@ _crash_log = logging.getLogger("logfunnel")
 def _begin(process: Any) -> None:
     address = process._logfunnel_address
     if address is not None:
-        attach(address)
+        # A child that starts after its funnel stopped still runs: its
+        # records go to stderr, counted, as they would a moment later.
+        attach(address, fallback=True)
 
 
 def _crashed(process: Any) -> None:

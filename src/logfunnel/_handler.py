@@ -436,6 +436,7 @@ def attach(
     key: bytes | str | None = None,
     level: int | None = None,
     timeout: float = 10.0,
+    fallback: bool = False,
 ) -> FunnelHandler:
     """Make this process log as the funnel's parent does, into the collector at ``address``.
 
@@ -453,7 +454,10 @@ def attach(
     returns the same handler. It works as a pool initializer:
     ``Pool(n, initializer=logfunnel.attach, initargs=(funnel.address,))``.
 
-    Raises ``AttachError`` if no collector answers within ``timeout`` seconds.
+    Raises ``AttachError`` if no collector answers within ``timeout`` seconds,
+    or with ``fallback=True`` says so in one line on stderr and attaches all
+    the same: records then go to stderr and are counted, as they do when a
+    collector goes away later.
     """
     text = address or os.environ.get(ENV_ADDRESS)
     if not text:
@@ -476,6 +480,12 @@ def attach(
         handler = FunnelHandler(text, key=key, timeout=timeout)
         try:
             config = handler.connect()
+        except AttachError as exc:
+            if not fallback:
+                handler.close()
+                raise
+            _write_stderr(f"logfunnel: pid {os.getpid()} could not attach: {exc}\n")
+            config = {}
         except BaseException:
             handler.close()
             raise
