@@ -112,7 +112,7 @@ def check_time_rotation(
 ) -> None:
     path = tmp_path / "funnel.log"
     run_workers(time_funnel(sink, path), start_method, 3, 100, seconds, pace=0.0005)
-    names = {p.name for p in tmp_path.iterdir()} - {"funnel.log", "funnel.log.lock"}
+    names = {p.name for p in tmp_path.iterdir()} - {"funnel.log", ".funnel.log.lock"}
     stamp = r"funnel\.log\.\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d"
     assert [n for n in names if not re.fullmatch(stamp, n)] == []
     assert len(names) >= rotations

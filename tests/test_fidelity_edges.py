@@ -140,6 +140,16 @@ class TestLevels:
         assert state == {"root": logging.INFO, "disable": 0, "handler_level": logging.WARNING}
 
 
+class TestRotationSettings:
+    @pytest.mark.parametrize("collector", ["thread", "process"])
+    def test_max_bytes_with_backups_zero_is_refused(self, collector: str, tmp_path: Path) -> None:
+        """Funnel(max_bytes=N, backups=0) is refused, as LockedFileHandler refuses it, instead
+        of a file that silently never rotates."""
+        with pytest.raises(ValueError, match="backups=0 would never rotate"):
+            logfunnel.Funnel(tmp_path / "app.log", max_bytes=1000, backups=0, collector=collector)
+        assert not (tmp_path / "app.log").exists()
+
+
 class TestNonRootHandlers:
     def test_records_reach_a_non_root_handler_through_the_collector(
         self, start_method: str, tmp_path: Path
@@ -310,6 +320,39 @@ class TestAfterStop:
         assert fallbacks == 3
         for number in range(3):
             assert f"after stop {number} [logfunnel: collector unreachable]" in err
+
+    def test_the_loss_count_is_said_once(self) -> None:
+        """A process whose records went to stderr says how many once, though its handler is
+        closed twice (by detach() and again by logging's own shutdown at exit)."""
+        funnel = logfunnel.Funnel(handlers=[Records()], attach_main=False).start()
+        script = (
+            "import logging, sys, logfunnel\n"
+            "handler = logfunnel.attach(sys.argv[1])  # kept, so shutdown closes it too\n"
+            "print('attached', flush=True)\n"
+            "sys.stdin.readline()\n"
+            "logging.getLogger('late').warning('one')\n"
+            "logging.getLogger('late').warning('two')\n"
+            "logfunnel.detach()\n"
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script, funnel.address],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            assert proc.stdin is not None
+            assert proc.stdout.readline() == "attached\n"
+            funnel.stop()
+            _, err = proc.communicate("go\n", timeout=JOIN_TIMEOUT)
+        finally:
+            funnel.stop()
+            proc.kill()
+            proc.wait()
+        assert proc.returncode == 0
+        assert err.count("2 record(s) could not be sent") == 1, err
 
     @own_stderr
     def test_children_say_what_could_not_be_sent(

@@ -349,7 +349,7 @@ class TestRecords:
         assert "Traceback (most recent call last)" in text
 
     def test_worker_side_level_filters_before_sending(self, start_method: str) -> None:
-        """Records below every sink's level are not sent at all; the root level stays the parent's."""
+        """Records below every sink's level are not sent; the root level stays the parent's."""
         capture = Capture(logging.WARNING)
         with logfunnel.Funnel(handlers=[capture]) as funnel:
             ctx = funnel.context(start_method)

@@ -16,6 +16,7 @@ from typing import Final
 from ._collector import Collector, CollectorStats
 from ._context import FunnelContext
 from ._handler import FunnelHandler, attach, detach
+from ._lockedfile import check_size_rotation
 from ._loggers import Routes, route_table, snapshot
 from ._proccollector import ProcessCollector, process_spec
 from ._sigterm import SigtermDrain
@@ -95,6 +96,7 @@ class Funnel:
         config: dict[str, object] | None = None,
         overflow: str = "block",
     ) -> None:
+        check_size_rotation(max_bytes, backups)
         if collector not in ("thread", "process"):
             raise ValueError(f"collector must be 'thread' or 'process', not {collector!r}")
         if overflow not in ("block", "drop"):

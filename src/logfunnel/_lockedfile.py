@@ -52,7 +52,7 @@ import time
 import weakref
 from typing import Final
 
-__all__ = ["LockedFileHandler"]
+__all__ = ["LockedFileHandler", "check_size_rotation"]
 
 _OPEN_FLAGS: Final = (
     os.O_WRONLY
@@ -97,6 +97,21 @@ else:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
     _SHARED_LOCKS = True
+
+
+def check_size_rotation(max_bytes: int, backups: int) -> None:
+    """Refuse ``max_bytes`` without backups, for every handler logfunnel makes.
+
+    The stdlib's reading (size rotation silently off) leaves the file without
+    the limit its owner asked for; deleting the full file instead would lose
+    records.
+    """
+    if max_bytes and not backups:
+        raise ValueError(
+            f"max_bytes={max_bytes} with backups=0 would never rotate: give backups=1 or "
+            "more to keep that many full files, or leave out max_bytes for one file "
+            "without a size limit"
+        )
 
 
 class LockedFileHandler(logging.Handler):
@@ -154,14 +169,7 @@ class LockedFileHandler(logging.Handler):
             raise ValueError("max_bytes and backups cannot be negative")
         if max_bytes and when:
             raise ValueError("choose size rotation (max_bytes) or time rotation (when), not both")
-        if max_bytes and not backups:
-            # The stdlib's reading (size rotation silently off) leaves the file without the
-            # limit its owner asked for; deleting the full file instead would lose records.
-            raise ValueError(
-                f"max_bytes={max_bytes} with backups=0 would never rotate: give backups=1 or "
-                "more to keep that many full files, or leave out max_bytes for one file "
-                "without a size limit"
-            )
+        check_size_rotation(max_bytes, backups)
         super().__init__(level)
         self.path = os.path.abspath(os.fspath(path))
         directory, name = os.path.split(self.path)
