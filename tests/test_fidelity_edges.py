@@ -185,6 +185,52 @@ class TestNonRootHandlers:
         ]
         assert audit not in handlers_during
 
+    def test_process_collector_takes_levels_and_handlers_from_both_configurations(
+        self, start_method: str, tmp_path: Path
+    ) -> None:
+        """With collector="process", workers follow the parent's logger levels and the
+        dictConfig's levels, and a dictConfig handler on a non-root logger gets its records."""
+        main, audit = tmp_path / "main.log", tmp_path / "audit.log"
+        config = {
+            "version": 1,
+            "formatters": {"bare": {"format": "%(name)s %(message)s"}},
+            "handlers": {
+                "main": {
+                    "class": "logging.FileHandler",
+                    "filename": str(main),
+                    "formatter": "bare",
+                },
+                "audit": {
+                    "class": "logging.FileHandler",
+                    "filename": str(audit),
+                    "formatter": "bare",
+                },
+            },
+            "loggers": {
+                "quiet": {"level": "WARNING"},
+                "audit": {"handlers": ["audit"], "propagate": False},
+            },
+            "root": {"handlers": ["main"], "level": "INFO"},
+        }
+        logging.getLogger("noisy").setLevel(logging.ERROR)
+        try:
+            with logfunnel.Funnel(collector="process", config=config) as funnel:
+                for name in ("noisy", "quiet", "plain", "audit.trail"):
+                    run_in_pool(funnel, start_method, _edge_workers.every_level, name)
+        finally:
+            logging.getLogger("noisy").setLevel(logging.NOTSET)
+        assert main.read_text().splitlines() == [
+            "noisy noisy error",
+            "quiet quiet warning",
+            "quiet quiet error",
+            "plain plain info",
+            "plain plain warning",
+            "plain plain error",
+        ]
+        assert audit.read_text().splitlines() == [
+            f"audit.trail audit.trail {level}" for level in ("info", "warning", "error")
+        ]
+
     def test_a_logger_that_does_not_propagate_keeps_its_records_from_the_root(
         self, start_method: str
     ) -> None:

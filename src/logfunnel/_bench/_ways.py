@@ -381,12 +381,13 @@ class LogfunnelWay(Way):
     writer = "parent"
 
     def open(self) -> None:
+        # The workers log INFO: the root level says so, as it would in one process.
         if self.latency is None:
-            self.funnel = logfunnel.Funnel(self.path)
+            self.funnel = logfunnel.Funnel(self.path, level="INFO")
         else:
             # What Funnel(path) builds, with the latency probe after the file sink.
             sinks = [_file_sink(self.path), self.latency.handler()]
-            self.funnel = logfunnel.Funnel(handlers=sinks)
+            self.funnel = logfunnel.Funnel(handlers=sinks, level="INFO")
         self.funnel.start()
 
     def context(self) -> Any:
