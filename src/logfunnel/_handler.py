@@ -116,9 +116,6 @@ class FunnelHandler(Handler):
         self._plain = type(self).prepare is FunnelHandler.prepare and (
             type(self).send is FunnelHandler.send
         )
-        # Set when the handler sits on several loggers of one tree: the last
-        # record each thread handled, so a record is sent once on its way up.
-        self._seen: threading.local | None = None
         _live_handlers.add(self)
 
     def _on_several_loggers(self) -> None:
@@ -128,16 +125,19 @@ class FunnelHandler(Handler):
         from the logger it was logged on up to the root: the first meeting
         sends it (the collector routes it the rest of the way, see
         ``_loggers``), later ones see the same record object and skip it.
+        Only such a handler pays for the check: it replaces ``handle`` on the
+        instance, the usual handler keeps the stdlib's.
         """
-        self._seen = threading.local()
+        seen = threading.local()
+        handle = super().handle
 
-    def handle(self, record: LogRecord) -> Any:
-        seen = self._seen
-        if seen is not None:
+        def handle_once(record: LogRecord) -> Any:
             if getattr(seen, "record", None) is record:
                 return False
             seen.record = record
-        return super().handle(record)
+            return handle(record)
+
+        self.handle = handle_once  # type: ignore[method-assign]
 
     # -- connection --------------------------------------------------------
 
