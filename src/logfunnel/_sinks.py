@@ -263,19 +263,22 @@ class TextWriter:
         """Write the records of ``parts`` as ``StreamHandler.emit`` would: one write and
         one flush each, a failure reported for that record alone. Returns the size of
         the records that failed."""
-        sink = self.sink
+        write = stream.write
+        # What the sink's flush() does, without taking its lock (held) each time.
+        flush = getattr(stream, "flush", None) if stream else None
         lost = 0
         for part in parts:
             for record in _split_lines(part):
                 try:
-                    stream.write(record.decode("utf-8", "backslashreplace"))
-                    sink.flush()
+                    write(record.decode("utf-8", "backslashreplace"))
+                    if flush is not None:
+                        flush()
                 except RecursionError:  # as emit does: no handleError for that
                     raise
                 except Exception:
                     lost += len(record)
                     self.errors += 1
-                    sink.handleError(self._as_record([record]))
+                    self.sink.handleError(self._as_record([record]))
         return lost
 
     def _route(self, stream: Any) -> None:
