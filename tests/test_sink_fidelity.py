@@ -174,7 +174,7 @@ class TestUnencodableRecord:
 
         lines = read_set(path)
         assert sum(map(len, by_worker(lines).values())) == 2 * COUNT - 1
-        assert funnel.stats.sink_errors >= 1 + 1
+        assert funnel.stats.sink_errors >= 2  # the bad record, and the full disk at least once
         assert re.search(r"logfunnel: sink <FileHandler \S+app\.log \(NOTSET\)> failed 1 ", err)
         assert any("sink <FileHandler /dev/full (NOTSET)> failed" in line for line in lines)
 
