@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import _edge_workers
@@ -329,6 +330,24 @@ class TestSigterm:
         with logfunnel.Funnel(handlers=[Records()]) as funnel:
             assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
             with funnel.context(start_method).Pool(1) as pool:
+                handler = pool.apply(signal.getsignal, (signal.SIGTERM,))
+        assert handler == signal.SIG_DFL
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+    def test_a_funnel_stopped_from_another_thread_leaves_workers_the_default(
+        self, start_method: str
+    ) -> None:
+        """A funnel stopped from a thread other than the main one (which cannot give SIGTERM
+        back) neither leaves its handler to workers nor keeps the next funnel from taking it
+        over and giving SIGTERM's default back at its stop."""
+        first = logfunnel.Funnel(handlers=[Records()]).start()
+        stopper = threading.Thread(target=first.stop)
+        stopper.start()
+        stopper.join(JOIN_TIMEOUT)
+        with logfunnel.Funnel(handlers=[Records()]) as second:
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+            with second.context(start_method).Pool(1) as pool:
                 handler = pool.apply(signal.getsignal, (signal.SIGTERM,))
         assert handler == signal.SIG_DFL
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

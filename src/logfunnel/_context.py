@@ -111,13 +111,14 @@ def _make_run() -> Callable[[Any], None]:
         "    finally:\n"
         "        _end(self)\n"
     )
-    namespace: dict[str, Any] = {"_begin": _begin, "_crashed": _crashed, "_end": _end}
     try:
-        exec(compile(source, code.co_filename, "exec"), namespace)
+        module = compile(source, code.co_filename, "exec")
     except SyntaxError:
         return _plain_run
-    run: Callable[[Any], None] = namespace["run"]
-    run.__module__ = __name__
+    # The function's code is a constant of the module's: made, never executed.
+    body = next(c for c in module.co_consts if isinstance(c, types.CodeType))
+    namespace = {"_begin": _begin, "_crashed": _crashed, "_end": _end, "__name__": __name__}
+    run: Callable[[Any], None] = types.FunctionType(body, namespace, "run")
     run.__qualname__ = "_AttachingProcess.run"
     return run
 

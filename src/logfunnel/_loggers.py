@@ -136,17 +136,16 @@ def route_names(state: Mapping[str, Any]) -> list[str]:
 
 
 def route_table() -> dict[str, tuple[list[logging.Handler], bool]]:
-    """The parent's route loggers and their real handlers, for the collector.
+    """The parent's route loggers, their real handlers and ``propagate``, for the collector.
 
-    Loggers that stop propagation are in it too, even without handlers: a
-    record below them never reaches the root sinks.
+    A logger that stops propagation but has no handler of its own is not in
+    it: a worker applies the same flag, so none of its records is ever sent.
     """
-    table: dict[str, tuple[list[logging.Handler], bool]] = {}
-    for name, logger in _configured():
-        if _routed(logger) or not logger.propagate:
-            handlers = [h for h in logger.handlers if type(h) is not logging.NullHandler]
-            table[name] = (handlers, logger.propagate)
-    return table
+    return {
+        name: ([h for h in logger.handlers if type(h) is not logging.NullHandler], logger.propagate)
+        for name, logger in _configured()
+        if _routed(logger)
+    }
 
 
 class Routes:

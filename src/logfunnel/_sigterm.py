@@ -43,31 +43,37 @@ class SigtermDrain:
 
     def __init__(self) -> None:
         self._funnels: list[weakref.ref[Funnel]] = []
-        self._installed_in = 0  # the pid whose handler this is, 0: none
         self._stops = 0  # stop() calls under way, in any thread
         self._pending = False  # SIGTERM arrived during one of them
         self._lock = threading.Lock()
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=self._after_fork_in_child)
 
+    def _installed(self) -> bool:
+        return _SIGTERM is not None and signal.getsignal(_SIGTERM) == self._on_signal
+
     def add(self, funnel: Funnel) -> None:
         """Drain ``funnel`` on SIGTERM, installing the handler if SIGTERM is still default."""
         if _SIGTERM is None or threading.current_thread() is not threading.main_thread():
             return
-        if self._installed_in != os.getpid():
+        if not self._installed():
             try:
                 if signal.getsignal(_SIGTERM) is not signal.SIG_DFL:
                     return  # the program handles SIGTERM itself
                 signal.signal(_SIGTERM, self._on_signal)
             except (ValueError, OSError):
                 return
-            self._installed_in = os.getpid()
         self._funnels.append(weakref.ref(funnel))
 
     def discard(self, funnel: Funnel) -> None:
-        """Forget ``funnel``; the last one gone gives SIGTERM its default action back."""
+        """Forget ``funnel``; the last one gone gives SIGTERM its default action back.
+
+        From a thread other than the main one the handler cannot be removed;
+        it then stays, doing what the default action does (end the process)
+        once the main thread runs it, and the next funnel takes it over.
+        """
         self._funnels = [ref for ref in self._funnels if ref() not in (None, funnel)]
-        if self._installed_in != os.getpid():
+        if not self._installed():
             return
         if self._pending and not self._stops:
             self._finish()  # a SIGTERM waited for this stop
@@ -106,17 +112,13 @@ class SigtermDrain:
         os.kill(os.getpid(), _SIGTERM)  # type: ignore[arg-type]
 
     def _uninstall(self) -> None:
-        self._installed_in = 0
         with contextlib.suppress(ValueError, OSError):
-            if signal.getsignal(_SIGTERM) == self._on_signal:  # type: ignore[arg-type]
+            if self._installed():
                 signal.signal(_SIGTERM, signal.SIG_DFL)  # type: ignore[arg-type]
 
     def _after_fork_in_child(self) -> None:
         self._funnels = []
         self._stops = 0
-        self._lock = threading.Lock()
         self._pending = False
-        if self._installed_in:
-            self._installed_in = 0
-            with contextlib.suppress(ValueError, OSError):
-                signal.signal(_SIGTERM, signal.SIG_DFL)  # type: ignore[arg-type]
+        self._lock = threading.Lock()
+        self._uninstall()
