@@ -155,6 +155,10 @@ class TestOutput:
             # Only a record bigger than the limit on its own may make a file bigger.
             assert file.stat().st_size <= 512 or len(records) == 1
             for record in records:
+                if record.startswith("logfunnel: sink "):
+                    # The collector's own notice (a sink moved to its own thread on a
+                    # loaded machine) is a whole record of its own, not a split one.
+                    continue
                 match = re.match(r"w(\d+) n", record)
                 assert match, f"a record split by a rotation: {record[:80]!r}"
                 found.setdefault(int(match.group(1)), []).append(record)
