@@ -55,3 +55,8 @@ def pytest_configure(config: pytest.Config) -> None:
     tests_dir = str(__import__("pathlib").Path(__file__).parent)
     if tests_dir not in sys.path:
         sys.path.insert(0, tests_dir)
+    # The repository root too, right after it: the benchmark is the package
+    # bench/ there, not part of logfunnel, and its spawned workers import it.
+    root = str(__import__("pathlib").Path(__file__).parent.parent)
+    if root not in sys.path:
+        sys.path.insert(sys.path.index(tests_dir) + 1, root)

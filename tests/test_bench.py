@@ -1,7 +1,9 @@
-"""`logfunnel bench`: every way runs and is accounted for, and the loss counter is real.
+"""`python -m bench`: every way runs and is accounted for, and the loss counter is real.
 
-Speed itself is not asserted here: it is what the bench reports. These tests
-prove that the command works and that its counts can be trusted.
+The bench is the repository's package bench/, not part of logfunnel; conftest
+puts the repository root on the path. Speed itself is not asserted here: it
+is what the bench reports. These tests prove that the command works and that
+its counts can be trusted.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from typing import Any
 import pytest
 
 import logfunnel
-from logfunnel._bench import _ways
-from logfunnel._bench._ways import COMPARED
-from logfunnel._bench._workload import audit, message
-from logfunnel._cli import main
+from bench import _ways, main
+from bench._ways import COMPARED
+from bench._workload import audit, message
+
+#: The repository root, where ``python -m bench`` runs.
+ROOT = Path(__file__).resolve().parent.parent
 
 #: The ways that need nothing but the standard library; they always run.
 STDLIB_WAYS = {
@@ -101,9 +105,9 @@ class TestArguments:
         self, argv: list[str], capsys: pytest.CaptureFixture[str]
     ) -> None:
         """Exit code 2 and a message naming the problem, nothing measured."""
-        assert main(["bench", *argv]) == 2
+        assert main(argv) == 2
         captured = capsys.readouterr()
-        assert captured.err.startswith("logfunnel bench: ")
+        assert captured.err.startswith("python -m bench: ")
         assert captured.out == ""
 
 
@@ -115,7 +119,8 @@ class TestQuickRun:
         """Each way ran or was skipped with a reason, and logfunnel lost nothing."""
         out = tmp_path / "results.json"
         result = subprocess.run(
-            [sys.executable, "-m", "logfunnel", "bench", "--quick", "--json", str(out)],
+            [sys.executable, "-m", "bench", "--quick", "--json", str(out)],
+            cwd=ROOT,
             capture_output=True,
             text=True,
             timeout=80,
@@ -123,6 +128,7 @@ class TestQuickRun:
         )
         assert result.returncode == 0, result.stderr
         results: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+        assert results["command"].startswith("python -m bench --quick ")
         methods = results["params"]["methods"]
         assert set(results["compare"]) == set(methods)
         for method in methods:
@@ -150,7 +156,6 @@ class TestQuickRun:
     def test_extra_modes_run(self, tmp_path: Path) -> None:
         """--scale, --sizes and --latency each give their table, and --plot a PNG."""
         argv = [
-            "bench",
             "--quick",
             "--no-compare",
             "--method",
@@ -217,9 +222,9 @@ class TestQuickRun:
             return None if name == "loguru" else real_find_spec(name, package)
 
         monkeypatch.setattr(_ways.importlib.util, "find_spec", find_spec)
-        argv = ["bench", "--quick", "--method", "fork", "--ways", "loguru-enqueue"]
+        argv = ["--quick", "--method", "fork", "--ways", "loguru-enqueue"]
         assert main(argv) == 0
         out = capsys.readouterr().out
         assert "note: loguru-enqueue (fork): skipped, not installed" in out
-        assert "pip install 'logfunnel[bench]'" in out
+        assert "pip install -e '.[bench]'" in out
         assert out.count("\nlogfunnel ") == 1

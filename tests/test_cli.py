@@ -1,4 +1,4 @@
-"""The command line: `logfunnel demo` end to end, and its audit."""
+"""The command line: `logfunnel demo` end to end, and its audit; what `logfunnel bench` does."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from logfunnel import _cli
 from logfunnel._cli import main
 from logfunnel._demo import audit_files, rotated_set
 
@@ -88,3 +89,63 @@ class TestAudit:
         """--workers 0 is an error with exit code 2, not an empty success."""
         assert main(["demo", "--workers", "0"]) == 2
         assert "--workers must be at least 1" in capsys.readouterr().err
+
+
+class TestBench:
+    """The benchmark is the repository's bench/, not the package's; the CLI only points to it."""
+
+    @pytest.mark.skipif(_cli._source_root() is None, reason="logfunnel is not run from a clone")
+    def test_clone_runs_the_repository_bench(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """From a clone, `logfunnel bench` hands its arguments to bench/ and keeps its exit code."""
+        assert main(["bench", "--processes", "0"]) == 2
+        captured = capsys.readouterr()
+        assert captured.err.startswith("logfunnel bench: --processes, --records and --repeat")
+        assert captured.out == ""
+
+    @pytest.mark.skipif(_cli._source_root() is None, reason="logfunnel is not run from a clone")
+    def test_clone_help_is_the_bench_help(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """`logfunnel bench --help` is the repository bench's own help, every option in it."""
+        with pytest.raises(SystemExit) as exited:
+            main(["bench", "--help"])
+        assert exited.value.code == 0
+        out = capsys.readouterr().out
+        assert out.startswith("usage: logfunnel bench ")
+        assert "--latency-seconds" in out
+        assert "--plot PATH" in out
+
+    def test_installed_package_says_where_the_bench_lives(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Outside a clone, one line names the repository's bench/ and its command; exit code 2."""
+        monkeypatch.setattr(_cli, "_source_root", lambda: None)
+        assert main(["bench", "--quick"]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err.count("\n") == 1
+        assert "python -m bench" in captured.err
+        assert "bench/README.md" in captured.err
+
+    def test_other_commands_leave_the_bench_alone(self, tmp_path: Path) -> None:
+        """Building the parser imports no bench module and leaves sys.path as it was;
+        the top-level help says that the bench is not in the package."""
+        script = (
+            "import sys\n"
+            "before = list(sys.path)\n"
+            "from logfunnel._cli import build_parser\n"
+            "text = build_parser().format_help()\n"
+            "assert 'bench' not in sys.modules, 'bench imported'\n"
+            "assert sys.path == before, 'sys.path changed'\n"
+            "print(text)\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        help_text = " ".join(result.stdout.split())
+        assert "bench run the repository's benchmark" in help_text
+        assert "it is not in the package" in help_text

@@ -3,21 +3,32 @@
 Each command module has ``HELP`` (a line), ``add_arguments(parser)`` and
 ``run(args) -> exit code``; this module only wires them together, so a command
 costs nothing until it is chosen.
+
+``bench`` is the exception: the benchmark is a tool of the repository
+(``bench/`` at its root, ``python -m bench``), not part of the package. Here
+it only forwards its arguments to that folder when logfunnel runs from a clone
+(an editable install), and otherwise says where the benchmark lives.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 __all__ = ["main"]
 
 _COMMANDS = {
     "demo": "logfunnel._demo",
     "merge": "logfunnel._merge",
-    "bench": "logfunnel._bench",
 }
+
+_BENCH_HELP = (
+    "run the repository's benchmark (bench/, python -m bench); "
+    "it is not in the package, so this works only when logfunnel runs from a clone"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +50,42 @@ def build_parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(command)
         command.set_defaults(run=module.run)
+    # Every argument, --help included, goes to the repository's bench as it is.
+    bench = sub.add_parser("bench", help=_BENCH_HELP, add_help=False, prefix_chars="\0")
+    bench.add_argument("argv", nargs=argparse.REMAINDER)
+    bench.set_defaults(run=_bench)
     return parser
+
+
+def _source_root() -> Path | None:
+    """The root of the clone this logfunnel runs from, or None for an installed package."""
+    root = Path(__file__).resolve().parents[2]
+    if (root / "src" / "logfunnel" / "_cli.py").is_file() and (root / "pyproject.toml").is_file():
+        return root
+    return None
+
+
+def _bench(args: argparse.Namespace) -> int:
+    """``logfunnel bench``: ``python -m bench`` of the clone this logfunnel comes from."""
+    root = _source_root()
+    folder = None if root is None else root / "bench"
+    if folder is None or not (folder / "__main__.py").is_file():
+        print(
+            "logfunnel bench: the benchmark is not part of the installed package; it lives in"
+            " bench/ of the logfunnel repository: in a clone, run python -m bench"
+            " (see bench/README.md)",
+            file=sys.stderr,
+        )
+        return 2
+    # On the path, not loaded from a file: spawned workers import bench's modules by name.
+    if str(folder.parent) not in sys.path:
+        sys.path.insert(0, str(folder.parent))
+    bench = importlib.import_module("bench")
+    if Path(bench.__file__ or "").resolve().parent != folder:
+        print(f"logfunnel bench: 'bench' imports {bench.__file__}, not {folder}", file=sys.stderr)
+        return 2
+    code: int = bench.main(args.argv, prog="logfunnel bench")
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

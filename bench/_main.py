@@ -1,4 +1,4 @@
-"""The bench command: which runs to make, in which order, and what to do with the rows.
+"""The bench: which runs to make, in which order, and what to do with the rows.
 
 Runs are interleaved (each repeat runs every way once before the next
 repeat starts), so that a noisy neighbour on a shared machine slows all the
@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, Final
 
-from . import DEFAULT_PROCESSES, DEFAULT_RECORDS
+from . import DEFAULT_PROCESSES, DEFAULT_RECORDS, INSTALL, PROG
 from ._harness import Sample, run_once, summarise
 from ._report import describe_machine, print_report, write_json, write_plot
 from ._ways import COMPARED, WAYS, BenchError
@@ -74,7 +74,7 @@ def _validate(args: argparse.Namespace) -> str | None:
         (not unknown, f"unknown way(s) {', '.join(unknown)}; choose from {', '.join(COMPARED)}"),
         (
             not args.plot or importlib.util.find_spec("matplotlib") is not None,
-            "--plot needs matplotlib (pip install 'logfunnel[bench]')",
+            f"--plot needs matplotlib ({INSTALL})",
         ),
     ]
     return next((problem for ok, problem in checks if not ok), None)
@@ -93,7 +93,7 @@ def _apply_quick(args: argparse.Namespace) -> None:
 
 def _command(args: argparse.Namespace) -> str:
     """The canonical command line that repeats this run."""
-    parts = ["logfunnel", "bench"]
+    parts = [PROG]
     if args.quick:
         parts.append("--quick")
     parts += [
@@ -205,7 +205,7 @@ def _measure(
 def main(args: argparse.Namespace) -> int:
     problem = _validate(args)
     if problem is not None:
-        print(f"logfunnel bench: {problem}", file=sys.stderr)
+        print(f"{args.prog}: {problem}", file=sys.stderr)
         return 2
     _apply_quick(args)
     compared = [] if args.no_compare else _ways_for(args)

@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Final, NamedTuple
 import logfunnel
 from logfunnel import DEFAULT_FORMAT
 
+from . import INSTALL
 from ._workload import FMT_BRACES, FMT_PERCENT, marker, padding
 
 __all__ = [
@@ -47,7 +48,7 @@ _LOGGER: Final = "bench"
 _LOGURU_FORMAT: Final = (
     "{time:YYYY-MM-DD HH:mm:ss,SSS} {process.name}[{process.id}] {level} {name}: {message}"
 )
-_EXTRA_HINT: Final = "not installed (pip install 'logfunnel[bench]')"
+_EXTRA_HINT: Final = f"not installed ({INSTALL})"
 
 
 class BenchError(RuntimeError):

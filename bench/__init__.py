@@ -1,17 +1,33 @@
-"""``logfunnel bench``: logfunnel against the other ways to get one log, same run, same machine.
+"""The benchmark: logfunnel against the other ways to get one log, same run, same machine.
 
-This module holds only the command's interface, so that building the CLI
-parser stays cheap; the harness is imported when the command runs.
+It is a tool of the repository, not part of the package: from the root of a
+clone, with logfunnel installed from it (``pip install -e '.[bench]'``)::
+
+    python -m bench --quick
+
+``logfunnel bench`` runs it too when logfunnel is installed from a clone.
+This module holds only the command's interface (``HELP``,
+``add_arguments``, ``run``, as the CLI's command modules have), so that
+building a parser stays cheap; the harness is imported when the command runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import multiprocessing
+import sys
+from collections.abc import Sequence
 
-__all__ = ["HELP", "add_arguments", "run"]
+__all__ = ["HELP", "PROG", "add_arguments", "main", "run"]
 
 HELP = "measure logfunnel against the other ways to get one log from many processes"
+
+#: The command that runs the bench, as its messages and its results name it.
+PROG = "python -m bench"
+
+#: How to get logfunnel and the third-party peers, from the root of a clone.
+INSTALL = "pip install -e '.[bench]'"
 
 #: The parameters of the issue's table: 4 processes x 20,000 records of 100 bytes.
 DEFAULT_PROCESSES = 4
@@ -36,6 +52,8 @@ def _name_list(text: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # Messages name the command as it was started (python -m bench, logfunnel bench).
+    parser.set_defaults(prog=parser.prog)
     methods = [m for m in ("fork", "spawn") if m in multiprocessing.get_all_start_methods()]
     parser.add_argument(
         "--processes",
@@ -124,6 +142,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ._main import main
+    if importlib.util.find_spec("logfunnel") is None:
+        print(
+            f"{args.prog}: logfunnel is not installed; from the repository root: {INSTALL}",
+            file=sys.stderr,
+        )
+        return 2
+    from ._main import main as measure
 
-    return main(args)
+    return measure(args)
+
+
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """Parse ``argv`` (default: the command line) and run; returns the exit code."""
+    parser = argparse.ArgumentParser(prog=prog, description=HELP)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
