@@ -113,9 +113,9 @@ class TestRecordFrames:
     def test_extra_must_be_a_json_object(self) -> None:
         """An extra field that is not a JSON object is refused."""
         body = record_body(make_record("m", None, user="x"), 1)
-        assert body.endswith(b'{"user": "x"}')
+        assert body.endswith(b'{"user":"x"}')
         with pytest.raises(FrameError, match="JSON"):
-            decode_record(body[: -len(b'{"user": "x"}')] + b'["user", "x"]')
+            decode_record(body[: -len(b'{"user":"x"}')] + b'["user","x"]')
 
 
 class TestTextFrames:

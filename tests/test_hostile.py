@@ -16,6 +16,7 @@ import socket
 import stat
 import struct
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -35,7 +36,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import logfunnel
-from logfunnel import _codec, _collector
+from logfunnel import _codec, _collector, _exceptions
 from logfunnel._codec import (
     KIND_AUTH,
     KIND_RECORD,
@@ -213,6 +214,200 @@ class TestDecoderFuzz:
 
 def _collector_record_header_size() -> int:
     return _codec._RECORD.size
+
+
+# -- the exception data under fuzzing ------------------------------------------------------
+
+
+def _raised() -> Any:
+    try:
+        try:
+            {}["missing"]  # raises on purpose
+        except KeyError as exc:
+            raise ValueError("wrapped") from exc
+    except ValueError:
+        return sys.exc_info()
+
+
+_with_exception = _codec.encode_record(
+    logging.LogRecord("worker", logging.ERROR, __file__, 1, "failed %s", ("x",), _raised()), 5
+)
+_small = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-2, 4),
+    st.integers(2**31 - 2, 2**40),
+    st.text(max_size=4),
+    st.lists(st.integers(-1, 4), max_size=3),
+)
+_frames = st.one_of(
+    st.lists(_small, min_size=7, max_size=7),
+    st.tuples(
+        st.text(max_size=8),
+        st.none() | st.integers(-1, 2**40),
+        st.text(max_size=6),
+        st.none() | st.integers(-1, 200),
+        st.none() | st.integers(-1, 200),
+        st.none() | st.integers(-1, 200),
+        st.text(max_size=6),
+    ).map(list),
+)
+_names = st.one_of(
+    st.text(max_size=6),
+    st.sampled_from(["ValueError", "KeyError", "OSError", "SyntaxError", "ExceptionGroup"]),
+    st.sampled_from(["BaseExceptionGroup", "KeyboardInterrupt", "UnicodeDecodeError", "a\0b"]),
+)
+_nodes = st.fixed_dictionaries(
+    {
+        "q": _names,
+        "n": _names,
+        "b": _names,
+        "s": st.text(max_size=6),
+        "f": st.lists(st.integers(-1, 3), max_size=3),
+    },
+    optional={
+        "m": st.none() | _names | st.sampled_from(["builtins", "__main__", "sys", "logging"]),
+        "a": st.lists(_small, max_size=3) | _small,
+        "o": st.lists(st.text(max_size=3), max_size=2) | _small,
+        "c": st.integers(-1, 4),
+        "x": st.integers(-1, 4),
+        "p": st.booleans() | _small,
+        "g": st.lists(st.integers(-1, 4), max_size=3) | _small,
+        "k": st.text(max_size=3) | _small,
+        "y": st.lists(_small, min_size=7, max_size=7) | _small,
+        "i": st.lists(_small, min_size=2, max_size=2) | _small,
+        "z": _small,
+    },
+)
+_exception_data = st.fixed_dictionaries(
+    {"e": st.lists(_nodes, max_size=5), "f": st.lists(_frames, max_size=4)}
+)
+
+
+def _replace_field(body: bytes, index: int, data: bytes) -> bytes:
+    """``body`` with its ``index``-th string field replaced by ``data``."""
+    record = _codec._RECORD
+    fields = list(record.unpack_from(body, 0))
+    lengths = fields[8:]
+    start = record.size + sum(lengths[:index])
+    rest = body[start + lengths[index] :]
+    fields[8 + index] = len(data)
+    return record.pack(*fields) + body[record.size : start] + data + rest
+
+
+def _node(**fields: Any) -> dict[str, Any]:
+    return {"q": "E", "n": "E", "b": "ValueError", "s": "", "f": [], **fields}
+
+
+def _decode_json(value: Any) -> Any:
+    return _exceptions.decode_exception(json.dumps(value).encode())
+
+
+class TestExceptionDecoderFuzz:
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(_exception_data)
+    def test_random_exception_data(self, data: dict[str, Any]) -> None:
+        """Exception data of any shape decodes to something formattable, or is a FrameError."""
+        with contextlib.suppress(FrameError):
+            exc_info, text = _decode_json(data)
+            assert (exc_info is None) != (text is None)
+            if exc_info is not None:
+                logging.Formatter().formatException(exc_info)
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.recursive(_small, lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner)))
+    def test_random_json_values(self, value: Any) -> None:
+        """Any JSON value as exception data is refused with FrameError or decoded."""
+        with contextlib.suppress(FrameError):
+            _decode_json(value)
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.lists(
+            st.tuples(st.integers(0, len(_with_exception) - 1), st.integers(0, 255)),
+            min_size=1,
+            max_size=8,
+        ),
+    )
+    def test_mutated_frames_with_an_exception(self, flips: list[tuple[int, int]]) -> None:
+        """A frame carrying an exception, with bytes changed, never escapes as another error."""
+        frame = bytearray(_with_exception)
+        for position, value in flips:
+            frame[position] = value
+        collector, conn, peer = _fuzz_collector()
+        try:
+            _feed(collector, conn, bytes(frame))
+        finally:
+            peer.close()
+
+    @pytest.mark.parametrize(
+        ("data", "problem"),
+        [
+            ({"e": [_node(c=i + 1) for i in range(300)] + [_node()], "f": []}, "too many"),
+            ({"e": [_node()], "f": [["f", 1, "n", 1, 0, 1, ""]] * 5000}, "too many frames"),
+            (
+                {
+                    "e": [_node(f=[0] * 5000, c=1), _node(f=[0] * 5000)],
+                    "f": [["f", 1, "n", 1, 0, 1, ""]],
+                },
+                "entries",
+            ),
+            ({"e": [_node(c=1), _node(c=0)], "f": []}, "not a later"),
+            ({"e": [_node(c=1, x=1), _node()], "f": []}, "unshared"),
+            ({"e": [_node(), _node()], "f": []}, "linked from nowhere"),
+            ({"e": [_node(g=[1]), _node()], "f": []}, "without members or message"),
+            ({"e": [_node(f=[3])], "f": []}, "frames that are not there"),
+            ({"e": [_node(q=1)], "f": []}, "not a string"),
+            ({"e": [_node(extra=1)], "f": []}, "unknown fields"),
+            ({"e": [_node()], "f": [["f", -1, "n", 1, 0, 1, ""]]}, "line or column"),
+            ({"e": [], "f": []}, "no exceptions"),
+            ([], "exactly"),
+        ],
+        ids=[
+            "10k-chain",
+            "frames",
+            "entries",
+            "cycle",
+            "shared",
+            "orphan",
+            "group",
+            "frame-ref",
+            "name",
+            "field",
+            "position",
+            "empty",
+            "shape",
+        ],
+    )
+    def test_lies_and_limits_are_frame_errors(self, data: Any, problem: str) -> None:
+        """Cycles, shared or orphan links, bad types and data over the limits are FrameErrors."""
+        with pytest.raises(FrameError, match=problem):
+            _decode_json(data)
+
+    def test_oversized_and_deep_exception_data_is_refused_unparsed(self) -> None:
+        """Exception JSON over MAX_JSON or 100,000 deep is a FrameError before objects are built."""
+        with pytest.raises(FrameError, match="limit"):
+            _exceptions.decode_exception(b"[" + b"[]," * _exceptions.MAX_JSON + b"[]]")
+        with pytest.raises(FrameError, match="not valid JSON"):
+            _exceptions.decode_exception(b"[" * 100_000 + b"]" * 100_000)
+        body = _codec.record_body(logging.LogRecord("n", 20, "p", 1, "%s", ("x",), None), 0)
+        with pytest.raises(FrameError, match=r"call is .* bytes"):
+            decode_record(_replace_field(body, _codec._CALL_INDEX, b"[" * (_codec.MAX_CALL + 1)))
+        with pytest.raises(FrameError, match="call is not a JSON array"):
+            decode_record(_replace_field(body, _codec._CALL_INDEX, b'{"msg": 1}'))
+        with pytest.raises(FrameError, match="both an exception and an exception text"):
+            decode_record(_replace_field(_with_exception[5:], 10, b"text too"))
+
+    def test_names_the_interpreter_refuses_still_give_a_record(self) -> None:
+        """NUL or lone surrogates in names, and inverted columns, still give a record."""
+        frames = [
+            ["a\0b.py", 2**31 - 1, "f\ud800", 3, 9, 2, "x"],
+            ["\ud800", 0, "\0", None, 5, 5, ""],
+        ]
+        data = {"e": [_node(q="A\0B", n="\ud800", m="\0", f=[0, 1])], "f": frames}
+        exc_info, text = _decode_json(data)
+        assert text is None
+        assert "A\0B" in logging.Formatter().formatException(exc_info)
 
 
 HOSTILE = {

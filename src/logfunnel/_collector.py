@@ -50,6 +50,7 @@ from ._codec import (
     decode_record,
     decode_text,
     encode_json,
+    make_record,
 )
 from ._loggers import Routes
 from ._sinkguard import SinkGuards, skip_marker
@@ -869,10 +870,9 @@ class Collector:
 
 
 def _make_record(attrs: dict[str, Any]) -> logging.LogRecord:
-    # LogRecord.__init__ would recompute what the producer already sent.
-    record = _new_record(_LogRecord)
-    record.__dict__.update(attrs)
-    return record
+    # A ReceivedRecord: the producer's merged message, template, arguments and
+    # rebuilt exception (see _codec); LogRecord.__init__ would recompute them.
+    return make_record(attrs)
 
 
 def _after_fork_in_child() -> None:
