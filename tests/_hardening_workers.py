@@ -313,11 +313,23 @@ def attach_and_wait(address: str, stderr_path: str, attached: Any, go: Any, coun
 # -- backpressure --------------------------------------------------------------------
 
 
-def flood(index: int, count: int, handled: Any, results: Any) -> None:
-    """Log ``count`` records as fast as possible; report peak memory and the sink's progress."""
+def flood(
+    index: int, count: int, payload: int, ready: Any, go: Any, handled: Any, results: Any
+) -> None:
+    """Once attached and told to go, log ``count`` records of ``payload`` bytes as fast as
+    possible; report how many records the sink had handled when the last call returned,
+    this process's memory, and its socket's send buffer."""
+    handler = logfunnel.attached()
+    assert handler is not None
+    assert handler._sock is not None
+    sndbuf = handler._sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+    filler = "x" * payload
+    ready.release()
+    assert go.wait(60)
     before = rss_kib()
     started = time.perf_counter()
-    numbered(index, count)
+    for number in range(count):
+        log.info("p%d n%d %s", index, number, filler)
     elapsed = time.perf_counter() - started
     results.put(
         {
@@ -326,6 +338,7 @@ def flood(index: int, count: int, handled: Any, results: Any) -> None:
             "handled_when_done": handled.value,
             "rss_before": before,
             "rss_peak": peak_rss_kib(),
+            "sndbuf": sndbuf,
         }
     )
 
