@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 import logfunnel
-from logfunnel._codec import KIND_HELLO, PROTOCOL_VERSION, encode_json
+from logfunnel._protocol._codec import KIND_HELLO, PROTOCOL_VERSION, encode_json
 
 log = logging.getLogger("worker")
 
@@ -258,7 +258,7 @@ def parent_with_process_collector(
 ) -> None:
     """A program with a process collector: start producers, report, then wait to be killed."""
     funnel = logfunnel.Funnel(path, collector="process", level="INFO").start()
-    assert isinstance(funnel._collector, logfunnel._funnel.ProcessCollector)
+    assert isinstance(funnel._collector, logfunnel._collector._process.ProcessCollector)
     ctx = funnel.context(method)
     logged = [ctx.Event() for _ in range(producers)]
     procs = [

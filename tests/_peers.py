@@ -9,9 +9,10 @@ import struct
 from collections.abc import Iterator
 from typing import Any
 
-from logfunnel._codec import KIND_HELLO, PROTOCOL_VERSION, encode_json, encode_record
-from logfunnel._collector import Collector
-from logfunnel._transport import Address, listen, remove_private_dir
+from logfunnel._collector._listen import listen, remove_private_dir
+from logfunnel._collector._loop import Collector
+from logfunnel._protocol._address import Address
+from logfunnel._protocol._codec import KIND_HELLO, PROTOCOL_VERSION, encode_json, encode_record
 
 
 @contextlib.contextmanager

@@ -15,7 +15,8 @@ import _hardening_workers as hw
 import pytest
 
 import logfunnel
-from logfunnel import _collector, _sinkguard
+from logfunnel._collector import _loop
+from logfunnel._sinks import _guard
 
 JOIN_TIMEOUT = 300
 #: The bound this test states: the collector's resident memory grows by less
@@ -79,15 +80,15 @@ def unhandled_bound(producers: int, payload: int, sndbuf: int, rcvbuf: int, isol
     message. Should the guard have moved the sink to its own thread (one call over
     ``SLOW_SINK`` seconds on a stalled machine), its bounded queue is added.
     """
-    buffered = producers * (sndbuf + rcvbuf) + _collector._RECV_SIZE
-    queued = _sinkguard.QUEUE_RECORDS if isolated else 0
+    buffered = producers * (sndbuf + rcvbuf) + _loop._RECV_SIZE
+    queued = _guard.QUEUE_RECORDS if isolated else 0
     return buffered // payload + producers + 1 + queued
 
 
 def collector_rcvbuf(funnel: logfunnel.Funnel) -> int:
     """The largest receive buffer of the collector's connections."""
     collector = funnel._collector
-    assert isinstance(collector, _collector.Collector)
+    assert isinstance(collector, _loop.Collector)
     conns = list(collector._connections.values())
     assert conns
     return max(c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) for c in conns)

@@ -11,7 +11,7 @@ import pytest
 
 from logfunnel import _cli
 from logfunnel._cli import main
-from logfunnel._demo import audit_files, rotated_set
+from logfunnel._cli._demo import audit_files, rotated_set
 
 
 class TestDemo:

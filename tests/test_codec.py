@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from logfunnel._codec import (
+from logfunnel._protocol._codec import (
     HEADER,
     KIND_RECORD,
     KIND_TEXT,

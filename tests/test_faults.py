@@ -18,8 +18,8 @@ import _hardening_workers as hw
 import pytest
 
 import logfunnel
-from logfunnel import _sinkguard
-from logfunnel._codec import KIND_HELLO, PROTOCOL_VERSION, encode_json
+from logfunnel._protocol._codec import KIND_HELLO, PROTOCOL_VERSION, encode_json
+from logfunnel._sinks import _guard
 
 JOIN_TIMEOUT = 60
 
@@ -352,7 +352,7 @@ class TestCollectorGone:
             proc.start()
             assert attached.wait(JOIN_TIMEOUT)
             collector = funnel._collector
-            assert isinstance(collector, logfunnel._funnel.ProcessCollector)
+            assert isinstance(collector, logfunnel._collector._process.ProcessCollector)
             os.kill(collector.pid, signal.SIGKILL)
             assert wait_for_exit(collector.pid, JOIN_TIMEOUT)
             go.set()
@@ -371,14 +371,14 @@ class TestCollectorGone:
         funnel = logfunnel.Funnel(handlers=[capture], attach_main=False).start()
         late = logfunnel.FunnelHandler(funnel.address)
         late.connect()
-        close_all = logfunnel._collector.Collector._close_all
+        close_all = logfunnel._collector._loop.Collector._close_all
 
-        def send_then_close(collector: logfunnel._collector.Collector) -> None:
+        def send_then_close(collector: logfunnel._collector._loop.Collector) -> None:
             # The narrowest window there is: everything was read, nothing closed yet.
             late.handle(logging.LogRecord("worker", logging.INFO, "f", 1, "late", None, None))
             close_all(collector)
 
-        monkeypatch.setattr(logfunnel._collector.Collector, "_close_all", send_then_close)
+        monkeypatch.setattr(logfunnel._collector._loop.Collector, "_close_all", send_then_close)
         funnel.stop()
         late.close()
         assert capture.messages() == []
@@ -404,7 +404,7 @@ class TestCollectorGone:
             log.warning("die")
             collector = funnel._collector
             assert collector is not None
-            assert isinstance(collector, logfunnel._collector.Collector)
+            assert isinstance(collector, logfunnel._collector._loop.Collector)
             assert collector._thread is not None
             collector._thread.join(JOIN_TIMEOUT)
             for number in range(3):
@@ -508,7 +508,7 @@ class FirstCallSlow(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if self.first:
             self.first = False
-            threading.Event().wait(_sinkguard.SLOW_SINK * 2)  # a slow disk, not test sync
+            threading.Event().wait(_guard.SLOW_SINK * 2)  # a slow disk, not test sync
         else:
             self.gate.wait(60)
         self.records.append(record)
@@ -547,7 +547,7 @@ class TestSinks:
     ) -> None:
         """After one slow call a sink gets its own thread: the others get every record meanwhile."""
         capture, slow = Capture(), FirstCallSlow()
-        monkeypatch.setattr(_sinkguard, "SLOW_SINK", 0.1)
+        monkeypatch.setattr(_guard, "SLOW_SINK", 0.1)
         with logfunnel.Funnel(handlers=[slow, capture]) as funnel:
             ctx = funnel.context(start_method)
             proc = ctx.Process(target=hw.numbered, args=(0, 2000))
@@ -570,9 +570,9 @@ class TestSinks:
     ) -> None:
         """A sink that finishes nothing for the stall timeout loses its records, counted."""
         capture, stuck = Capture(), FirstCallSlow()
-        monkeypatch.setattr(_sinkguard, "SLOW_SINK", 0.1)
-        monkeypatch.setattr(_sinkguard, "STALL_TIMEOUT", 0.3)
-        monkeypatch.setattr(_sinkguard, "QUEUE_RECORDS", 10)
+        monkeypatch.setattr(_guard, "SLOW_SINK", 0.1)
+        monkeypatch.setattr(_guard, "STALL_TIMEOUT", 0.3)
+        monkeypatch.setattr(_guard, "QUEUE_RECORDS", 10)
         with logfunnel.Funnel(handlers=[stuck, capture]) as funnel:
             proc = funnel.context(start_method).Process(target=hw.numbered, args=(0, 300))
             proc.start()

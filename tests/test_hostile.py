@@ -36,8 +36,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import logfunnel
-from logfunnel import _codec, _collector, _exceptions
-from logfunnel._codec import (
+from logfunnel._collector import _loop
+from logfunnel._collector._listen import listen, remove_private_dir
+from logfunnel._collector._loop import Collector
+from logfunnel._protocol import _codec, _exceptions
+from logfunnel._protocol._address import Address
+from logfunnel._protocol._codec import (
     KIND_AUTH,
     KIND_RECORD,
     MAX_FRAME,
@@ -46,8 +50,6 @@ from logfunnel._codec import (
     decode_json,
     decode_record,
 )
-from logfunnel._collector import Collector
-from logfunnel._transport import Address, listen, remove_private_dir
 
 SRC = Path(logfunnel.__file__).parent
 
@@ -80,7 +82,7 @@ def _fuzz_collector() -> tuple[Collector, Any, socket.socket]:
     """A collector that is never started, and a connection object in the record state."""
     left, right = socket.socketpair()
     collector = Collector(left, Address("unix", path="/nonexistent"), [], 0)
-    conn = _collector._Connection(right, _collector._STREAM, "fuzz")
+    conn = _loop._Connection(right, _loop._STREAM, "fuzz")
     return collector, conn, right
 
 
@@ -527,7 +529,7 @@ class TestBufferBudget:
             "big 2 ",
             "big 3 ",
         ]
-        chunk = _collector._RECV_SIZE
+        chunk = _loop._RECV_SIZE
         assert peak <= budget + 3 * 2 * chunk, f"held {peak} bytes at once"
 
 
@@ -580,7 +582,7 @@ class TestAccess:
         """Records sent without auth, with a wrong answer or a replayed one are never accepted."""
         capture = Capture()
         with logfunnel.Funnel(handlers=[capture], listen="tcp://127.0.0.1:0") as funnel:
-            address = logfunnel._transport.parse_address(funnel.address)
+            address = logfunnel._protocol._address.parse_address(funnel.address)
             assert address.key is not None
             records = hello_frame() + record_frame("intruder", 0)
 
@@ -629,7 +631,7 @@ class TestAccess:
             as_text = payload.decode("latin-1")
             logging.getLogger("worker").warning("%s", as_text, extra={"blob": as_text})
         with logfunnel.Funnel(handlers=[capture], listen="tcp://127.0.0.1:0") as funnel:
-            address = logfunnel._transport.parse_address(funnel.address)
+            address = logfunnel._protocol._address.parse_address(funnel.address)
             sock = connect(address)
             sock.sendall(struct.pack("<IB", len(payload) + 1, KIND_AUTH) + payload)
             assert closed_by_peer(sock)
@@ -644,7 +646,7 @@ class TestAccess:
         banned_modules = {"pickle", "cPickle", "marshal", "shelve", "dill", "cloudpickle"}
         banned_calls = {"eval", "exec", "__import__"}
         found = []
-        for path in sorted(SRC.glob("*.py")):
+        for path in sorted(SRC.rglob("*.py")):
             tree = ast.parse(path.read_text())
             for node in ast.walk(tree):
                 if isinstance(node, ast.Import):

@@ -26,11 +26,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import logfunnel
-from logfunnel import _collector
-from logfunnel._codec import FrameError, encode_text
-from logfunnel._collector import LINE_LIMIT, Collector
-from logfunnel._sinks import TextWriter
-from logfunnel._transport import Address
+from logfunnel._collector import _loop
+from logfunnel._collector._loop import Collector
+from logfunnel._protocol._address import Address
+from logfunnel._protocol._codec import LINE_LIMIT, FrameError, encode_text
+from logfunnel._sinks._writer import TextWriter
 
 JOIN_TIMEOUT = 60
 #: Each record starts with this, so multi-line records can be told apart.
@@ -319,12 +319,12 @@ class TestBadInput:
 # -- the line parser under fuzzing ---------------------------------------------------------
 
 
-def _unstarted_line_collector() -> tuple[Collector, _collector._Connection]:
+def _unstarted_line_collector() -> tuple[Collector, _loop._Connection]:
     left, right = socket.socketpair()
     sink = logging.StreamHandler(io.StringIO())
     collector = Collector(left, Address("unix", path="/nonexistent"), [sink], 0)
     assert collector._line_level == logging.NOTSET
-    return collector, _collector._Connection(right, _collector._STREAM, "fuzz")
+    return collector, _loop._Connection(right, _loop._STREAM, "fuzz")
 
 
 def _parse(chunks: list[bytes]) -> tuple[bytes, int, bytes]:

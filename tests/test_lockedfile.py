@@ -18,7 +18,7 @@ import _strategy_workers as workers
 import pytest
 
 import logfunnel
-from logfunnel import _lockedfile
+from logfunnel._files import _locked
 
 HAS_PROC_LOCKS = os.path.exists("/proc/locks")
 
@@ -293,7 +293,7 @@ class TestTimeRotationNames:
     ) -> None:
         """Records land in the file of their second; backups=2 keeps the two newest periods."""
         clock = FakeClock(1000.5)
-        monkeypatch.setattr(_lockedfile, "time", clock.module)
+        monkeypatch.setattr(_locked, "time", clock.module)
         path = tmp_path / "t.log"
         timed = [(1000.5, "a"), (1001.2, "b"), (1001.7, "c"), (1003.1, "d"), (1004.0, "e")]
         log_at(clock, timed_handler(path, backups=2), timed)
@@ -312,7 +312,7 @@ class TestTimeRotationNames:
         """Time rotation keeps the five newest periods by default, and every period with
         backups=0."""
         clock = FakeClock(1000.5)
-        monkeypatch.setattr(_lockedfile, "time", clock.module)
+        monkeypatch.setattr(_locked, "time", clock.module)
         path = tmp_path / "t.log"
         log_at(clock, timed_handler(path, **kwargs), [(1000.5 + n, f"s{n}") for n in range(8)])
         dated = {f"t.log.1970-01-01_00-16-{40 + n}": f"s{n}\n" for n in range(7 - kept, 7)}
@@ -326,7 +326,7 @@ class TestTimeRotationNames:
         path.write_text("old\n")
         os.utime(path, (900.25, 900.25))
         clock = FakeClock(1000.5)
-        monkeypatch.setattr(_lockedfile, "time", clock.module)
+        monkeypatch.setattr(_locked, "time", clock.module)
         log_at(clock, timed_handler(path), [(1000.5, "new")])
         assert (tmp_path / "t.log.1970-01-01_00-15-00").read_text() == "old\n"
         assert path.read_text() == "new\n"
@@ -336,7 +336,7 @@ class TestTimeRotationNames:
     ) -> None:
         """If the name for a period is taken, the file stays current until the next period."""
         clock = FakeClock(1001.5)
-        monkeypatch.setattr(_lockedfile, "time", clock.module)
+        monkeypatch.setattr(_locked, "time", clock.module)
         path = tmp_path / "t.log"
         (tmp_path / "t.log.1970-01-01_00-16-41").write_text("earlier\n")
         log_at(clock, timed_handler(path), [(1001.5, "b"), (1002.5, "d"), (1003.5, "e")])
@@ -351,7 +351,7 @@ class TestTimeRotationNames:
     ) -> None:
         """A record logged after the clock stepped back joins the current file; names only grow."""
         clock = FakeClock(1000.5)
-        monkeypatch.setattr(_lockedfile, "time", clock.module)
+        monkeypatch.setattr(_locked, "time", clock.module)
         path = tmp_path / "t.log"
         log_at(
             clock, timed_handler(path), [(1000.5, "a"), (1001.5, "b"), (1000.2, "c"), (1002.5, "d")]
@@ -380,7 +380,7 @@ class TestTimeRotationNames:
         self, when: str, interval: int, t: float, start: float, end: float
     ) -> None:
         """Every process computes the same boundaries, whenever it started."""
-        schedule = _lockedfile._Schedule(when, interval, utc=True)
+        schedule = _locked._Schedule(when, interval, utc=True)
         assert (schedule.start(t), schedule.next(schedule.start(t))) == (start, end)
 
     @pytest.mark.parametrize("when", ["X", "W7", "second"])

@@ -17,9 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import logfunnel
-from logfunnel import _merge
 from logfunnel._cli import main
-from logfunnel._merge import DEFAULT_MAX_OPEN, merge_files
+from logfunnel._files import _merge
+from logfunnel._files._merge import DEFAULT_MAX_OPEN, merge_files
 
 T0 = 1_700_000_000.0
 
@@ -174,7 +174,7 @@ class TestRecordsStayWhole:
 
         (A chunk is always longer than a record start: 64 KiB against about 40 bytes.)
         """
-        monkeypatch.setattr(_merge, "_CHUNK", chunk)
+        monkeypatch.setattr(_merge, "CHUNK", chunk)
         long_first = f"{stamp(T0 + 1)} 0 " + "x" * 3 + f"{stamp(T0 + 9)} 5 " + "y" * 50
         long_cont = "z" * (chunk - 1) + f"{stamp(T0 + 0.1)} 3 inside"
         a = write(tmp_path / "a", [long_first, long_cont, f"{stamp(T0 + 3)} 1 a3"])

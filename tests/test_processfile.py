@@ -15,8 +15,8 @@ import _strategy_workers as workers
 import pytest
 
 import logfunnel
-from logfunnel import _processfile
 from logfunnel._cli import main
+from logfunnel._files import _process as _processfile
 
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z"
 FILE_NAME = re.compile(r"w-(?P<host>.+)-(?P<pid>\d+)-(?P<start>\d{8}T\d{6}\.\d{6}Z)\.log")

@@ -16,8 +16,8 @@ import _hardening_workers as hw
 import pytest
 
 import logfunnel
-from logfunnel._collector import Collector
-from logfunnel._proccollector import ProcessCollector
+from logfunnel._collector._loop import Collector
+from logfunnel._collector._process import ProcessCollector
 
 JOIN_TIMEOUT = 300
 #: What a collector may keep after the producers are gone: allocator slack,

@@ -23,9 +23,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import logfunnel
-from logfunnel._collector import CollectorStats
-from logfunnel._sinkguard import SinkGuards
-from logfunnel._sinks import ProducerFormatter, TextWriter, text_spec
+from logfunnel._collector._loop import CollectorStats
+from logfunnel._producer._format import ProducerFormatter
+from logfunnel._sinks._guard import SinkGuards
+from logfunnel._sinks._writer import TextWriter, text_spec
 
 JOIN_TIMEOUT = 60
 #: Records per worker, as in the measurement that found the loss.

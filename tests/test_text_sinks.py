@@ -16,8 +16,9 @@ import _workers
 import pytest
 
 import logfunnel
-from logfunnel._sinkguard import LINES_ATTR
-from logfunnel._sinks import ProducerFormatter, TextWriter, text_spec
+from logfunnel._producer._format import ProducerFormatter
+from logfunnel._sinks._guard import LINES_ATTR
+from logfunnel._sinks._writer import TextWriter, text_spec
 
 JOIN_TIMEOUT = 60
 LINE = re.compile(r"^\S+ \S+ (\S+)\[(\d+)\] (\w+) worker: task (\d+) record (\d+)$")

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from ._collector import CollectorStats
-from ._context import FunnelContext
+from ._collector._loop import CollectorStats
+from ._files._locked import LockedFileHandler
+from ._files._process import ProcessFileHandler
 from ._funnel import DEFAULT_FORMAT, Funnel
-from ._handler import FunnelHandler, attach, attached, detach
-from ._lockedfile import LockedFileHandler
-from ._processfile import ProcessFileHandler
-from ._transport import ENV_ADDRESS, ENV_KEY, AttachError
+from ._producer._attach import attach, attached, detach
+from ._producer._context import FunnelContext
+from ._producer._handler import FunnelHandler
+from ._protocol._address import ENV_ADDRESS, ENV_KEY, AttachError
 
 try:
     __version__ = version("logfunnel")

@@ -11,24 +11,19 @@ import threading
 import weakref
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Final
 
-from ._collector import Collector, CollectorStats
-from ._context import FunnelContext
-from ._handler import FunnelHandler, attach, detach
-from ._lockedfile import check_size_rotation
-from ._loggers import Routes, route_table, snapshot
-from ._proccollector import ProcessCollector, process_spec
+from ._collector._listen import listen, remove_private_dir
+from ._collector._loop import Collector, CollectorStats
+from ._collector._process import ProcessCollector
+from ._producer._attach import attach, detach
+from ._producer._context import FunnelContext
+from ._producer._handler import FunnelHandler
+from ._protocol._loggers import snapshot
 from ._sigterm import SigtermDrain
-from ._transport import listen, remove_private_dir
+from ._sinks._config import DEFAULT_FORMAT, SinkConfig
+from ._sinks._routes import Routes, route_table
 
 __all__ = ["DEFAULT_FORMAT", "Funnel"]
-
-#: The line format of the shortcut sinks: who, when, what.
-DEFAULT_FORMAT: Final = (
-    "%(asctime)s %(processName)s[%(process)d] %(levelname)s %(name)s: %(message)s"
-)
-
 
 class Funnel:
     """Collect the records of every process into one set of sinks.
@@ -96,54 +91,45 @@ class Funnel:
         config: dict[str, object] | None = None,
         overflow: str = "block",
     ) -> None:
-        check_size_rotation(max_bytes, backups)
         if collector not in ("thread", "process"):
             raise ValueError(f"collector must be 'thread' or 'process', not {collector!r}")
-        if overflow not in ("block", "drop"):
-            raise ValueError(f"overflow must be 'block' or 'drop', not {overflow!r}")
         if config is not None and collector != "process":
             raise ValueError('config={...} describes the sinks of collector="process"')
-        self._overflow = overflow
-        self._process_spec: dict[str, object] | None = None
-        if collector == "process":
+        #: What the funnel makes, as plain data, checked here once.
+        self.sink_config = SinkConfig(
+            filename=None if filename is None else os.fspath(filename),
+            console=console,
+            max_bytes=max_bytes,
+            backups=backups,
+            when=when,
+            interval=interval,
+            utc=utc,
+            encoding=encoding,
+            fmt=fmt,
+            datefmt=datefmt,
+            config=config,
+            overflow=overflow,
+        )
+        self._in_process = collector == "process"
+        self._owned: list[logging.Handler] = []
+        if self._in_process:
             if handlers is not None:
                 raise TypeError(
                     'collector="process" cannot take handler objects (they cannot cross '
                     "processes); give filename=..., console=True and/or config={...}"
                 )
-            self._process_spec = process_spec(
-                filename=filename,
-                console=console,
-                max_bytes=max_bytes,
-                backups=backups,
-                when=when,
-                interval=interval,
-                utc=utc,
-                encoding=encoding,
-                fmt=fmt,
-                datefmt=datefmt,
-                config=config,
-                overflow=overflow,
-            )
-            # The sinks live in the collector process; none are made here.
-            handlers, filename, console = [], None, False
-        if max_bytes and when:
-            raise ValueError("choose size rotation (max_bytes) or time rotation (when), not both")
-        if max_bytes < 0 or backups < 0:
-            raise ValueError("max_bytes and backups cannot be negative")
-        self._owned: list[logging.Handler] = []
-        root = logging.getLogger()
-        if handlers is not None:
-            sinks = list(handlers)
-            self._owned = list(sinks)
-        if filename is not None or console:
-            made = _shortcut_sinks(
-                filename, console, max_bytes, backups, when, interval, utc, encoding, fmt, datefmt
-            )
-            self._owned += made
-            sinks = (sinks if handlers is not None else []) + made
-        elif handlers is None:
-            sinks = list(root.handlers) or [_last_resort()]
+            if not self.sink_config.has_sinks:
+                raise ValueError(
+                    'collector="process" needs its sinks as configuration: filename=..., '
+                    "console=True and/or config={...} (a logging.config.dictConfig dictionary)"
+                )
+            sinks: list[logging.Handler] = []  # they live in the collector process
+        elif handlers is None and filename is None and not console:
+            sinks = list(logging.getLogger().handlers) or [_last_resort()]
+        else:
+            sinks = list(handlers or ())
+            self._owned = sinks + self.sink_config.build()
+            sinks = self._owned[:]
         for sink in sinks:
             if not isinstance(sink, logging.Handler):
                 raise TypeError(f"sinks must be logging.Handler objects, not {type(sink).__name__}")
@@ -189,9 +175,10 @@ class Funnel:
                 root.setLevel(self._root_level)
             # The loggers as they stand now are what every attached process gets.
             loggers = snapshot()
-            if self._process_spec is not None:
-                spec = {**self._process_spec, "loggers": loggers}
-                self._collector = ProcessCollector(sock, address, private_dir, spec)
+            if self._in_process:
+                self._collector = ProcessCollector(
+                    sock, address, private_dir, self.sink_config, loggers
+                )
                 self._collector.start()
                 self.level = self._collector.level
             else:
@@ -203,7 +190,7 @@ class Funnel:
                     address,
                     self.sinks,
                     self.level,
-                    overflow=self._overflow,
+                    overflow=self.sink_config.overflow,
                     routes=routes,
                     loggers=loggers,
                 )
@@ -311,39 +298,3 @@ def _flush_failure_record(sink: logging.Handler) -> logging.LogRecord:
     return logging.LogRecord(
         "logfunnel", logging.ERROR, __file__, 0, "flush of %r failed", (sink,), None
     )
-
-
-def _shortcut_sinks(
-    filename: str | os.PathLike[str] | None,
-    console: bool,
-    max_bytes: int,
-    backups: int,
-    when: str | None,
-    interval: int,
-    utc: bool,
-    encoding: str,
-    fmt: str,
-    datefmt: str | None,
-) -> list[logging.Handler]:
-    formatter = logging.Formatter(fmt, datefmt)
-    sinks: list[logging.Handler] = []
-    if filename is not None:
-        path = os.fspath(filename)
-        file_sink: logging.Handler
-        if max_bytes:
-            file_sink = logging.handlers.RotatingFileHandler(
-                path, maxBytes=max_bytes, backupCount=backups, encoding=encoding
-            )
-        elif when:
-            file_sink = logging.handlers.TimedRotatingFileHandler(
-                path, when=when, interval=interval, backupCount=backups, encoding=encoding, utc=utc
-            )
-        else:
-            file_sink = logging.FileHandler(path, encoding=encoding)
-        file_sink.setFormatter(formatter)
-        sinks.append(file_sink)
-    if console:
-        stream_sink = logging.StreamHandler(sys.stderr)
-        stream_sink.setFormatter(formatter)
-        sinks.append(stream_sink)
-    return sinks

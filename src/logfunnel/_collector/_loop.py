@@ -35,13 +35,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from ._codec import (
+from .._protocol._address import Address, answer_challenge, challenge_frame
+from .._protocol._codec import (
     HEADER,
     KIND_AUTH,
     KIND_CONFIG,
     KIND_HELLO,
     KIND_RECORD,
     KIND_TEXT,
+    LINE_LIMIT,
     MAX_FRAME,
     ONE_TEXT,
     PROTOCOL_VERSION,
@@ -52,12 +54,12 @@ from ._codec import (
     encode_json,
     make_record,
 )
-from ._loggers import Routes
-from ._sinkguard import SinkGuards, skip_marker
-from ._sinks import TextWriter, text_spec
-from ._transport import Address, answer_challenge, challenge_frame
+from .._sinks._guard import SinkGuards, skip_marker
+from .._sinks._routes import Routes
+from .._sinks._writer import TextWriter, text_spec
+from .._threads import collector_threads
 
-__all__ = ["LINE_LIMIT", "Collector", "CollectorStats", "collector_threads"]
+__all__ = ["Collector", "CollectorStats"]
 
 _RECV_SIZE: Final = 1 << 18
 _CONTROL_LIMIT: Final = 1 << 16
@@ -73,9 +75,6 @@ STALL_TIMEOUT: Final = 60.0
 #: Frames up to this size are buffered per connection without asking; a larger
 #: one must first reserve its length from the collector-wide budget below.
 _UNRESERVED: Final = _RECV_SIZE
-#: The longest line a producer may send bare in line mode, newline included;
-#: a connection with more than this and no newline is malformed.
-LINE_LIMIT: Final = _UNRESERVED
 #: The most bytes all connections together may hold in frames being received.
 #: While it is spent, connections that want more wait (their producers feel
 #: backpressure); it is at least one maximum frame, so one always progresses.
@@ -106,10 +105,6 @@ _LogRecord = logging.LogRecord
 
 _live_collectors: weakref.WeakSet[Collector] = weakref.WeakSet()
 
-#: The collector running in each collector thread, by thread id, so that a
-#: handler can tell that a sink is logging from there (one dict lookup, and
-#: none at all in a process without a collector).
-collector_threads: dict[int, Collector] = {}
 
 
 @dataclass
@@ -876,7 +871,6 @@ def _make_record(attrs: dict[str, Any]) -> logging.LogRecord:
 
 
 def _after_fork_in_child() -> None:
-    collector_threads.clear()
     for collector in list(_live_collectors):
         collector._forget_after_fork()
     _live_collectors.clear()

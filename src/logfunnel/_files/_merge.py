@@ -24,25 +24,22 @@ the path is caught too.
 
 from __future__ import annotations
 
-import argparse
 import heapq
 import os
 import re
-import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, Final
 
-from ._processfile import RECORD_START
+from ._process import RECORD_START
 
-__all__ = ["HELP", "MergeResult", "add_arguments", "merge_files", "run"]
+__all__ = ["CHUNK", "DEFAULT_MAX_OPEN", "MergeResult", "merge_files"]
 
-HELP = "join per-process log files (ProcessFileHandler's format) into one log ordered by time"
 
 DEFAULT_MAX_OPEN: Final = 256
 
-_CHUNK: Final = 1 << 16
+CHUNK: Final = 1 << 16
 _SAMPLE: Final = 80
 # Out-of-order records reported one by one per file; the rest are only counted.
 _REPORT_EACH: Final = 5
@@ -70,7 +67,7 @@ class MergeResult:
 
 
 class _Source:
-    """One input, read as pieces of at most ``_CHUNK`` bytes, each knowing if it starts a line."""
+    """One input, read as pieces of at most ``CHUNK`` bytes, each knowing if it starts a line."""
 
     def __init__(self, path: str, report: Report | None, result: MergeResult) -> None:
         self.path = path
@@ -83,7 +80,7 @@ class _Source:
         self._result = result
 
     def _piece(self) -> tuple[bytes, bool]:
-        piece = self.file.readline(_CHUNK)
+        piece = self.file.readline(CHUNK)
         starts = self._at_line_start
         if not piece:
             if not starts:  # the file ends inside a line: end that line
@@ -257,69 +254,3 @@ def _merge_level(
 
 
 # -- the command ---------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="+", metavar="FILE", help="per-process log files")
-    parser.add_argument(
-        "-o", "--output", default="-", metavar="OUT", help="the merged log (default: stdout)"
-    )
-    parser.add_argument(
-        "--max-open",
-        type=int,
-        default=DEFAULT_MAX_OPEN,
-        help=f"inputs open at once; more are merged in groups first (default {DEFAULT_MAX_OPEN})",
-    )
-
-
-def _say(message: str) -> None:
-    print(f"logfunnel merge: {message}", file=sys.stderr)
-
-
-def run(args: argparse.Namespace) -> int:
-    paths: list[str] = args.files
-    missing = [path for path in paths if not os.path.isfile(path)]
-    if missing:
-        _say(f"not a file: {', '.join(missing)}")
-        return 2
-    if args.max_open < 2:
-        _say("--max-open must be at least 2")
-        return 2
-    if args.output == "-":
-        try:
-            result = merge_files(paths, sys.stdout.buffer, report=_say, max_open=args.max_open)
-            sys.stdout.buffer.flush()
-        except BrokenPipeError:
-            # The reader left (``| head``): nothing more to say, and no traceback at exit.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 1
-    else:
-        output = os.path.abspath(args.output)
-        if any(os.path.exists(output) and os.path.samefile(output, path) for path in paths):
-            _say(f"{args.output} is also an input; choose another output")
-            return 2
-        directory = os.path.dirname(output)
-        if not os.path.isdir(directory):
-            _say(f"no such directory for the output: {directory}")
-            return 2
-        # Written aside and renamed into place, so OUT is never a half-written merge.
-        fd, partial = tempfile.mkstemp(prefix=".merge-", dir=directory)
-        try:
-            with os.fdopen(fd, "wb", buffering=_CHUNK) as out:
-                result = merge_files(
-                    paths, out, report=_say, max_open=args.max_open, scratch=directory
-                )
-            os.replace(partial, output)
-        except BaseException:
-            os.unlink(partial)
-            raise
-    summary = f"{result.records} records from {result.files} files -> {args.output}"
-    if result.unplaced:
-        summary += f"; {result.unplaced} lines could not be placed (listed above)"
-    if result.out_of_order:
-        summary += f"; {result.out_of_order} records out of time order within their file"
-    if result.repeated:
-        inputs = "input" if result.repeated == 1 else "inputs"
-        summary += f"; {result.repeated} repeated {inputs} merged once (listed above)"
-    _say(summary)
-    return 0 if result.ok else 1

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._funnel import DEFAULT_FORMAT, Funnel
+from .._funnel import DEFAULT_FORMAT, Funnel
 
 __all__ = ["HELP", "Audit", "add_arguments", "audit_files", "rotated_set", "run"]
 

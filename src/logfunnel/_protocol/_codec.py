@@ -53,6 +53,7 @@ __all__ = [
     "KIND_HELLO",
     "KIND_RECORD",
     "KIND_TEXT",
+    "LINE_LIMIT",
     "MAX_CALL",
     "MAX_EXTRA",
     "MAX_FRAME",
@@ -78,6 +79,10 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION: Final = 3
+
+#: The longest line a producer may send bare in line mode, newline included;
+#: a connection with more than this and no newline is malformed.
+LINE_LIMIT: Final = 1 << 18
 
 #: Largest frame either side accepts. A record bigger than this is truncated
 #: by the producer (with a visible marker) instead of being refused.

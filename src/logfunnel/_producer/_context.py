@@ -21,8 +21,8 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from ._handler import attach, attached
-from ._transport import parse_address
+from .._protocol._address import parse_address
+from ._attach import attach, attached
 
 __all__ = ["FunnelContext", "funnel_context"]
 

@@ -30,13 +30,17 @@ import socket
 import sys
 import threading
 import weakref
+from collections.abc import Mapping
 from typing import Any, Final
 
-from ._collector import Collector, CollectorStats
-from ._loggers import Routes, route_table, snapshot
-from ._transport import Address, parse_address, remove_private_dir
+from .._protocol._address import Address, parse_address
+from .._protocol._loggers import snapshot
+from .._sinks._config import SinkConfig
+from .._sinks._routes import Routes, route_table
+from ._listen import remove_private_dir
+from ._loop import Collector, CollectorStats
 
-__all__ = ["LINGER", "ProcessCollector", "main", "process_spec"]
+__all__ = ["LINGER", "ProcessCollector", "main"]
 
 #: After its parent died, the collector exits once no producer has been
 #: connected for this long (seconds).
@@ -49,52 +53,6 @@ _STOP_TIMEOUT: Final = 300.0
 _live: weakref.WeakSet[ProcessCollector] = weakref.WeakSet()
 
 
-def process_spec(
-    *,
-    filename: str | os.PathLike[str] | None,
-    console: bool,
-    max_bytes: int,
-    backups: int,
-    when: str | None,
-    interval: int,
-    utc: bool,
-    encoding: str,
-    fmt: str,
-    datefmt: str | None,
-    config: dict[str, Any] | None,
-    overflow: str,
-) -> dict[str, Any]:
-    """The JSON-safe description of a process collector's sinks; checked here, in the parent."""
-    if filename is None and not console and config is None:
-        raise ValueError(
-            'collector="process" needs its sinks as configuration: filename=..., console=True'
-            " and/or config={...} (a logging.config.dictConfig dictionary)"
-        )
-    spec = {
-        "filename": None if filename is None else os.path.abspath(os.fspath(filename)),
-        "console": console,
-        "max_bytes": max_bytes,
-        "backups": backups,
-        "when": when,
-        "interval": interval,
-        "utc": utc,
-        "encoding": encoding,
-        "fmt": fmt,
-        "datefmt": datefmt,
-        "config": config,
-        "overflow": overflow,
-        "sys_path": [p for p in sys.path if isinstance(p, str)],
-        "cwd": os.getcwd(),
-    }
-    try:
-        json.dumps(spec)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(
-            f'collector="process" takes its sinks as JSON-safe configuration: {exc}'
-        ) from None
-    return spec
-
-
 class ProcessCollector:
     """The parent's handle on a collector process; same interface as ``Collector``."""
 
@@ -103,11 +61,20 @@ class ProcessCollector:
         listener: socket.socket,
         address: Address,
         private_dir: str | None,
-        spec: dict[str, Any],
+        sinks: SinkConfig,
+        loggers: dict[str, Any],
     ) -> None:
         self._listener = listener
         self._address = address
-        self._spec = {**spec, "address": address.with_key(), "private_dir": private_dir}
+        # Everything the process needs, as JSON (see main()).
+        self._spec = {
+            "sinks": sinks.to_json(),
+            "loggers": loggers,
+            "address": address.with_key(),
+            "private_dir": private_dir,
+            "sys_path": [p for p in sys.path if isinstance(p, str)],
+            "cwd": os.getcwd(),
+        }
         self._control: socket.socket | None = None
         self._reader: Any = None
         self._proc: Any = None
@@ -136,7 +103,7 @@ class ProcessCollector:
                 [
                     sys.executable,
                     "-c",
-                    "import sys; from logfunnel._proccollector import main; sys.exit(main())",
+                    "import sys; from logfunnel._collector._process import main; sys.exit(main())",
                     str(listener_fd),
                     str(theirs.fileno()),
                 ],
@@ -265,39 +232,27 @@ def _stats_from_json(data: dict[str, Any]) -> CollectorStats:
 # -- the collector process ----------------------------------------------------
 
 
-def _build_sinks(spec: dict[str, Any]) -> tuple[list[logging.Handler], list[logging.Handler], int]:
-    """Sinks from the configuration: (all sinks, those to close at the end, level)."""
-    from ._funnel import _shortcut_sinks
-
+def _build_sinks(config: SinkConfig) -> tuple[list[logging.Handler], int]:
+    """The sinks of ``config`` (the dictConfig's root handlers, then the shortcuts) and
+    the producers' level."""
     sinks: list[logging.Handler] = []
     root = logging.getLogger()
-    if spec["config"] is not None:
+    if config.config is not None:
         from logging import config as logging_config
 
-        logging_config.dictConfig(spec["config"])
+        logging_config.dictConfig(dict(config.config))
         sinks += root.handlers
-    made = _shortcut_sinks(
-        spec["filename"],
-        spec["console"],
-        spec["max_bytes"],
-        spec["backups"],
-        spec["when"],
-        spec["interval"],
-        spec["utc"],
-        spec["encoding"],
-        spec["fmt"],
-        spec["datefmt"],
-    )
+    made = config.build()
     sinks += made
     handlers = [*sinks, *Routes(route_table()).handlers]
     level = min((sink.level for sink in handlers), default=0)
     # Records logged inside this process (by a sink's library, say) reach the same sinks.
     for sink in made:
         root.addHandler(sink)
-    return sinks, sinks, level
+    return sinks, level
 
 
-def _merged_loggers(parent: Any, config: dict[str, Any] | None) -> dict[str, Any]:
+def _merged_loggers(parent: Any, config: Mapping[str, Any] | None) -> dict[str, Any]:
     """The parent's logger configuration, with what the dictConfig set on top.
 
     In one process, ``dictConfig`` would have set these loggers itself.
@@ -374,15 +329,16 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             os.chdir(spec["cwd"])
         address = parse_address(spec["address"])
-        sinks, owned, level = _build_sinks(spec)
+        config = SinkConfig.from_json(spec["sinks"])
+        sinks, level = _build_sinks(config)
         collector = Collector(
             listener,
             address,
             sinks,
             level,
-            overflow=spec["overflow"],
+            overflow=config.overflow,
             routes=Routes(route_table()),
-            loggers=_merged_loggers(spec.get("loggers"), spec["config"]),
+            loggers=_merged_loggers(spec["loggers"], config.config),
         )
     except Exception as exc:
         control.sendall(json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode() + b"\n")
@@ -415,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     if asked:
         serve.answer({"stats": _stats_to_json(collector.stats)})
-    for sink in owned:
+    for sink in sinks:
         with contextlib.suppress(Exception):
             sink.close()
     if not asked:

@@ -21,8 +21,8 @@ from pathlib import Path
 __all__ = ["main"]
 
 _COMMANDS = {
-    "demo": "logfunnel._demo",
-    "merge": "logfunnel._merge",
+    "demo": "logfunnel._cli._demo",
+    "merge": "logfunnel._cli._merge",
 }
 
 _BENCH_HELP = (
@@ -32,7 +32,7 @@ _BENCH_HELP = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
     parser = argparse.ArgumentParser(
         prog="logfunnel",

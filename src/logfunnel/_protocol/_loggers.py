@@ -27,33 +27,30 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import Any
 
 __all__ = [
     "LoggerState",
-    "Routes",
     "apply",
+    "configured_loggers",
+    "has_own_handlers",
     "restore",
     "route_names",
-    "route_table",
     "snapshot",
 ]
-
-#: The most logger names the collector remembers a route for.
-_ROUTE_CACHE: Final = 4096
 
 #: What ``apply`` changed, so that ``detach`` can put it back:
 #: (logger, level, propagate, disabled) per logger, and the disable level.
 LoggerState = tuple[list[tuple[logging.Logger, int, bool, bool]], int]
 
 
-def _configured() -> Iterable[tuple[str, logging.Logger]]:
+def configured_loggers() -> Iterable[tuple[str, logging.Logger]]:
     for name, logger in list(logging.Logger.manager.loggerDict.items()):
         if isinstance(logger, logging.Logger):
             yield name, logger
 
 
-def _routed(logger: logging.Logger) -> bool:
+def has_own_handlers(logger: logging.Logger) -> bool:
     """Whether records reaching ``logger`` are written by a handler of its own.
 
     A ``NullHandler`` writes nothing (libraries add one to stay quiet), so it
@@ -65,8 +62,8 @@ def _routed(logger: logging.Logger) -> bool:
 def snapshot() -> dict[str, Any]:
     """The logger configuration of this process, as JSON-safe data for the handshake."""
     loggers: dict[str, list[Any]] = {}
-    for name, logger in _configured():
-        routed = _routed(logger)
+    for name, logger in configured_loggers():
+        routed = has_own_handlers(logger)
         if logger.level or not logger.propagate or logger.disabled or routed:
             loggers[name] = [logger.level, logger.propagate, logger.disabled, routed]
     return {
@@ -133,64 +130,3 @@ def route_names(state: Mapping[str, Any]) -> list[str]:
         for name, entry in loggers.items()
         if isinstance(name, str) and isinstance(entry, list) and entry[3:] == [True]
     ]
-
-
-def route_table() -> dict[str, tuple[list[logging.Handler], bool]]:
-    """The parent's route loggers, their real handlers and ``propagate``, for the collector.
-
-    A logger that stops propagation but has no handler of its own is not in
-    it: a worker applies the same flag, so none of its records is ever sent.
-    """
-    return {
-        name: ([h for h in logger.handlers if type(h) is not logging.NullHandler], logger.propagate)
-        for name, logger in _configured()
-        if _routed(logger)
-    }
-
-
-class Routes:
-    """Where a record of a given logger name goes in the parent, cached by name.
-
-    ``lookup`` walks the name's ancestors as ``Logger.callHandlers`` walks the
-    logger tree: the handlers of each route logger on the way, until one that
-    does not propagate; the root sinks only if none stops it.
-    """
-
-    def __init__(self, table: Mapping[str, tuple[list[logging.Handler], bool]]) -> None:
-        self._table = dict(table)
-        self._cache: dict[str, tuple[tuple[logging.Handler, ...], bool]] = {}
-
-    def __bool__(self) -> bool:
-        return bool(self._table)
-
-    @property
-    def handlers(self) -> list[logging.Handler]:
-        """Every route handler, once each."""
-        seen: list[logging.Handler] = []
-        for handlers, _ in self._table.values():
-            seen.extend(h for h in handlers if all(h is not s for s in seen))
-        return seen
-
-    def lookup(self, name: str) -> tuple[tuple[logging.Handler, ...], bool]:
-        """``(handlers, reaches_root)`` for a record of logger ``name``."""
-        found = self._cache.get(name)
-        if found is not None:
-            return found
-        handlers: list[logging.Handler] = []
-        reaches_root = True
-        table = self._table
-        current = name
-        while current:
-            entry = table.get(current)
-            if entry is not None:
-                handlers.extend(entry[0])
-                if not entry[1]:
-                    reaches_root = False
-                    break
-            cut = current.rfind(".")
-            current = current[:cut] if cut > 0 else ""
-        found = (tuple(handlers), reaches_root)
-        if len(self._cache) >= _ROUTE_CACHE:
-            self._cache.clear()
-        self._cache[name] = found
-        return found

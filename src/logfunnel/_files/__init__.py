@@ -1,0 +1,1 @@
+"""The strategies without a collector: a locked shared file; per-process files and merge."""

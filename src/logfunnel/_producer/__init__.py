@@ -1,0 +1,1 @@
+"""The producer side, in every attached process: the handler, attaching, formatting, sending."""

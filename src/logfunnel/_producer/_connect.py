@@ -1,0 +1,109 @@
+"""The producer's side of the handshake: connect, authenticate, say hello.
+
+Every step has the handler's timeout, so an address where nothing (or
+something else) listens gives an ``AttachError`` instead of a hang.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from .._protocol._address import (
+    CHALLENGE_MAGIC,
+    ENV_KEY,
+    NONCE_SIZE,
+    Address,
+    AttachError,
+    answer_challenge,
+)
+from .._protocol._codec import (
+    HEADER,
+    KIND_AUTH,
+    KIND_CONFIG,
+    KIND_HELLO,
+    PROTOCOL_VERSION,
+    FrameError,
+    decode_json,
+    encode_json,
+)
+
+__all__ = ["client_handshake"]
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    chunks = bytearray()
+    while len(chunks) < size:
+        chunk = sock.recv(size - len(chunks))
+        if not chunk:
+            raise AttachError("the collector closed the connection during the handshake")
+        chunks += chunk
+    return bytes(chunks)
+
+
+def _recv_frame(sock: socket.socket, limit: int = 1 << 20) -> tuple[int, bytes]:
+    length, kind = HEADER.unpack(_recv_exact(sock, HEADER.size))
+    if not 1 <= length <= limit:
+        raise FrameError(f"bad handshake frame length {length}")
+    return kind, _recv_exact(sock, length - 1)
+
+
+def client_handshake(
+    address: Address, hello: dict[str, Any], timeout: float
+) -> tuple[socket.socket, dict[str, Any]]:
+    """Connect, authenticate, say hello; returns the socket and the collector's config.
+
+    Every step has ``timeout``, so an address where nothing (or something
+    else) listens gives an ``AttachError`` instead of a hang.
+    """
+    sock = socket.socket(address.family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(address.sockaddr)
+        except OSError as exc:
+            raise AttachError(
+                f"no logfunnel collector at {address} ({exc.strerror or exc}); "
+                "is the Funnel running, and is this the address it printed?"
+            ) from exc
+        if address.scheme == "tcp":
+            _client_authenticate(sock, address)
+        sock.sendall(encode_json(KIND_HELLO, {"v": PROTOCOL_VERSION, **hello}))
+        kind, body = _recv_frame(sock)
+        if kind != KIND_CONFIG:
+            raise AttachError(f"unexpected reply from {address} (frame kind {kind})")
+        config = decode_json(body)
+        sock.settimeout(None)
+        if address.scheme == "tcp":
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except TimeoutError as exc:
+        sock.close()
+        raise AttachError(
+            f"the logfunnel collector at {address} did not answer in {timeout} s"
+        ) from exc
+    except (FrameError, OSError) as exc:
+        sock.close()
+        if isinstance(exc, AttachError):
+            raise
+        raise AttachError(f"handshake with {address} failed: {exc}") from exc
+    return sock, config
+
+
+def _client_authenticate(sock: socket.socket, address: Address) -> None:
+    import hmac  # TCP only: a Unix-socket producer never loads it
+
+    if address.key is None:
+        raise AttachError(f"{address} needs a key: add ?key=HEX to the address or set ${ENV_KEY}")
+    greeting = _recv_exact(sock, len(CHALLENGE_MAGIC) + NONCE_SIZE)
+    if not greeting.startswith(CHALLENGE_MAGIC):
+        raise AttachError(f"{address} is not a logfunnel collector")
+    server_nonce = greeting[len(CHALLENGE_MAGIC) :]
+    my_nonce = os.urandom(NONCE_SIZE)
+    body = answer_challenge(address.key, server_nonce) + my_nonce
+    sock.sendall(HEADER.pack(len(body) + 1, KIND_AUTH) + body)
+    kind, reply = _recv_frame(sock)
+    if kind != KIND_AUTH or not hmac.compare_digest(reply, answer_challenge(address.key, my_nonce)):
+        raise AttachError(f"the collector at {address} failed authentication (wrong key?)")
+
+

@@ -1,0 +1,128 @@
+"""Addresses and the authentication both sides of a TCP handshake compute.
+
+An address is a short string, so it can travel where an inherited object
+cannot (``initargs``, environment variables, spawn pickles):
+
+* ``unix:/path/to/collector.sock`` - the default on POSIX. The socket lives in
+  a fresh directory with mode 0700, so only the user can reach it.
+* ``tcp://HOST:PORT?key=HEX`` - loopback by default, for Windows and for other
+  hosts. Every peer must answer an HMAC-SHA256 challenge with the shared key
+  before anything it sends is read as a record; it then checks the collector's
+  answer to its own challenge.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+__all__ = [
+    "CHALLENGE_MAGIC",
+    "ENV_ADDRESS",
+    "ENV_KEY",
+    "NONCE_SIZE",
+    "Address",
+    "AttachError",
+    "answer_challenge",
+    "challenge_frame",
+    "parse_address",
+]
+
+ENV_ADDRESS: Final = "LOGFUNNEL_ADDRESS"
+ENV_KEY: Final = "LOGFUNNEL_KEY"
+
+CHALLENGE_MAGIC: Final = b"LFUNAUTH"
+NONCE_SIZE: Final = 32
+
+
+class AttachError(ConnectionError):
+    """No collector could be reached at an address, or it refused us."""
+
+
+@dataclass(frozen=True)
+class Address:
+    """A parsed address.
+
+    ``str()`` is for people: it never shows the key, so it can go into error
+    messages, reprs and logs. ``with_key()`` is the form a producer needs,
+    a secret to pass as an argument or in the environment, never to print.
+    """
+
+    scheme: str  # "unix" or "tcp"
+    path: str = ""
+    host: str = ""
+    port: int = 0
+    key: bytes | None = field(default=None, repr=False)
+
+    def __str__(self) -> str:
+        if self.scheme == "unix":
+            return f"unix:{self.path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"tcp://{host}:{self.port}"
+
+    def with_key(self) -> str:
+        """The address with its key, as ``attach()`` takes it."""
+        if self.key is None:
+            return str(self)
+        return f"{self}?key={self.key.hex()}"
+
+    @property
+    def family(self) -> int:
+        if self.scheme == "unix":
+            return socket.AF_UNIX
+        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
+
+    @property
+    def sockaddr(self) -> Any:
+        return self.path if self.scheme == "unix" else (self.host, self.port)
+
+
+def parse_address(text: str, key: bytes | str | None = None) -> Address:
+    """Parse ``text``; a ``key`` argument or ``$LOGFUNNEL_KEY`` fills a missing key."""
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"a logfunnel address is a non-empty string, not {text!r}")
+    if text.startswith("unix:"):
+        path = text[len("unix:") :]
+        if not path:
+            raise ValueError(f"address {text!r} has no socket path")
+        return Address("unix", path=path)
+    if text.startswith("tcp://"):
+        from urllib.parse import parse_qs, urlsplit  # TCP only: Unix-socket workers skip it
+
+        parts = urlsplit(text)
+        if parts.hostname is None or parts.port is None:
+            raise ValueError(f"address {text!r} must look like tcp://HOST:PORT")
+        query = parse_qs(parts.query)
+        key_bytes = _key_bytes(key)
+        if key_bytes is None and "key" in query:
+            key_bytes = _key_bytes(query["key"][0])
+        if key_bytes is None and os.environ.get(ENV_KEY):
+            key_bytes = _key_bytes(os.environ[ENV_KEY])
+        return Address("tcp", host=parts.hostname, port=parts.port, key=key_bytes)
+    raise ValueError(f"unknown logfunnel address {text!r}: expected unix:PATH or tcp://HOST:PORT")
+
+
+def _key_bytes(key: bytes | str | None) -> bytes | None:
+    if key is None or isinstance(key, bytes):
+        return key
+    try:
+        return bytes.fromhex(key)
+    except ValueError:
+        return key.encode()
+
+
+def challenge_frame(nonce: bytes) -> bytes:
+    """The collector's first bytes to a TCP peer: magic and a fresh nonce."""
+    return CHALLENGE_MAGIC + nonce
+
+
+def answer_challenge(key: bytes, nonce: bytes) -> bytes:
+    """The HMAC that proves knowledge of ``key`` for ``nonce``."""
+    import hashlib  # only TCP peers authenticate: Unix-socket workers never load these
+    import hmac
+
+    return hmac.new(key, nonce, hashlib.sha256).digest()
+
+

@@ -1,0 +1,120 @@
+"""``SinkConfig``: the sinks of a collector as plain data, checked once.
+
+``Funnel``'s shortcuts (a file with size or time rotation, the console, a
+format) and a ``logging.config.dictConfig`` dictionary describe sinks that do
+not exist yet. The same description serves every place that makes them: the
+collector thread of a ``Funnel``, the collector process of
+``collector="process"`` (which gets it as JSON, since handler objects cannot
+cross processes), and the command line. So its fields are written out once,
+checked once when it is made, and turned into handlers by one ``build()``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Final
+
+from .._files._locked import check_size_rotation
+
+__all__ = ["DEFAULT_FORMAT", "OVERFLOW_POLICIES", "SinkConfig"]
+
+#: The line format of the shortcut sinks: who, when, what.
+DEFAULT_FORMAT: Final = (
+    "%(asctime)s %(processName)s[%(process)d] %(levelname)s %(name)s: %(message)s"
+)
+
+#: What a producer does when the collector is behind: wait, or drop and count.
+OVERFLOW_POLICIES: Final = ("block", "drop")
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    """Sinks to make: a ``filename`` (rotated by size or time), the ``console``,
+    and/or the root handlers of a dictConfig ``config``; plus the producers'
+    ``overflow`` policy, which the collector hands on in its handshake."""
+
+    filename: str | None = None
+    console: bool = False
+    max_bytes: int = 0
+    backups: int = 5
+    when: str | None = None
+    interval: int = 1
+    utc: bool = False
+    encoding: str = "utf-8"
+    fmt: str = DEFAULT_FORMAT
+    datefmt: str | None = None
+    config: Mapping[str, Any] | None = None
+    overflow: str = "block"
+
+    def __post_init__(self) -> None:
+        if self.filename is not None:
+            # Absolute now: a collector process may run in another directory.
+            object.__setattr__(self, "filename", os.path.abspath(os.fspath(self.filename)))
+        if self.overflow not in OVERFLOW_POLICIES:
+            raise ValueError(f"overflow must be 'block' or 'drop', not {self.overflow!r}")
+        if self.max_bytes and self.when:
+            raise ValueError("choose size rotation (max_bytes) or time rotation (when), not both")
+        if self.max_bytes < 0 or self.backups < 0:
+            raise ValueError("max_bytes and backups cannot be negative")
+        check_size_rotation(self.max_bytes, self.backups)
+        if self.config is not None:
+            try:
+                json.dumps(self.config)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(
+                    f"config must be a JSON-safe dictConfig dictionary: {exc}"
+                ) from None
+
+    @property
+    def has_sinks(self) -> bool:
+        """Whether this describes any sink at all."""
+        return self.filename is not None or self.console or self.config is not None
+
+    def build(self) -> list[logging.Handler]:
+        """The shortcut sinks (file, console), made now; ``config`` is applied by its owner."""
+        formatter = logging.Formatter(self.fmt, self.datefmt)
+        sinks: list[logging.Handler] = []
+        if self.filename is not None:
+            file_sink: logging.Handler
+            if self.max_bytes:
+                file_sink = logging.handlers.RotatingFileHandler(
+                    self.filename,
+                    maxBytes=self.max_bytes,
+                    backupCount=self.backups,
+                    encoding=self.encoding,
+                )
+            elif self.when:
+                file_sink = logging.handlers.TimedRotatingFileHandler(
+                    self.filename,
+                    when=self.when,
+                    interval=self.interval,
+                    backupCount=self.backups,
+                    encoding=self.encoding,
+                    utc=self.utc,
+                )
+            else:
+                file_sink = logging.FileHandler(self.filename, encoding=self.encoding)
+            file_sink.setFormatter(formatter)
+            sinks.append(file_sink)
+        if self.console:
+            stream_sink = logging.StreamHandler(sys.stderr)
+            stream_sink.setFormatter(formatter)
+            sinks.append(stream_sink)
+        return sinks
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for another process; ``from_json`` gives back an equal config."""
+        data = asdict(self)
+        data["config"] = None if self.config is None else dict(self.config)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SinkConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
