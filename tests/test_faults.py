@@ -148,7 +148,7 @@ class TestProducerDeath:
         (warning,) = capture.own(logging.WARNING)
         unit = "line" if isinstance(sink, LineCapture) else "frame"
         assert re.fullmatch(
-            rf"logfunnel: pid \d+ on \S+ \(pid \d+ on \S+\) ended inside a {unit}; "
+            rf"logfunnel: pid \d+ on \S+ ended inside a {unit}; "
             r"discarded \d+ partial bytes",
             warning,
         )

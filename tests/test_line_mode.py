@@ -233,7 +233,7 @@ class TestBadInput:
         lines, notices = split_notices(path)
         assert lines == ["one", "two"]
         assert notices == [
-            "logfunnel: pid 4242 on h (pid 4242 on h) ended inside a line; "
+            "logfunnel: pid 4242 on h ended inside a line; "
             "discarded 3 partial bytes"
         ]
         assert (stats.records, stats.partial_frames) == (2, 1)
@@ -333,7 +333,7 @@ def _parse(chunks: list[bytes]) -> tuple[bytes, int, bytes]:
     for chunk in chunks:
         conn.buf += chunk
         collector._lines(conn)
-    return b"".join(collector._writers[0].pending), collector.stats.records, bytes(conn.buf)
+    return b"".join(collector.plan.writers[0].pending), collector.stats.records, bytes(conn.buf)
 
 
 _no_break = st.characters(blacklist_characters="\n\0", blacklist_categories=["Cs"])

@@ -80,7 +80,7 @@ class TestTextPath:
         path = tmp_path / "app.log"
         with logfunnel.Funnel(path, level=logging.INFO) as funnel:
             assert funnel._collector is not None
-            assert funnel._collector._one_text
+            assert funnel._collector.plan.one_text
             run_tasks(funnel, start_method, 4, 5000)
         check_once_in_order(read_set(path), 4, 5000)
 
@@ -103,8 +103,8 @@ class TestTextPath:
             logging.getLogger("worker").warning("task 0 record 0")
             funnel._collector.stop()  # type: ignore[union-attr]  # drain, then inspect
             sink.rolloverAt = int(time.time()) - 1
-            funnel._collector._writers[0].pending.append(b"after the rollover\n")  # type: ignore[union-attr]
-            funnel._collector._flush_writers()  # type: ignore[union-attr]
+            funnel._collector.plan.writers[0].pending.append(b"after the rollover\n")  # type: ignore[union-attr]
+            funnel._collector.plan.flush()  # type: ignore[union-attr]
         rotated = [p for p in tmp_path.iterdir() if p.name != "timed.log"]
         assert len(rotated) == 1
         assert "task 0 record 0" in rotated[0].read_text()

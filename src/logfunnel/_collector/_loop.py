@@ -35,33 +35,33 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from .._protocol._address import Address, answer_challenge, challenge_frame
+from .._protocol._address import Address
 from .._protocol._codec import (
     HEADER,
-    KIND_AUTH,
-    KIND_CONFIG,
     KIND_HELLO,
     KIND_RECORD,
     KIND_TEXT,
     LINE_LIMIT,
     MAX_FRAME,
     ONE_TEXT,
-    PROTOCOL_VERSION,
     FrameError,
-    decode_json,
     decode_record,
     decode_text,
-    encode_json,
     make_record,
 )
-from .._sinks._guard import SinkGuards, skip_marker
+from .._protocol._handshake import challenge_frame, check_auth, config_frame, parse_hello
+from .._sinks._config import OVERFLOW_POLICIES
+from .._sinks._guard import skip_marker
+from .._sinks._plan import SinkPlan
 from .._sinks._routes import Routes
-from .._sinks._writer import TextWriter, text_spec
 from .._threads import collector_threads
+from ._budget import BUFFER_BUDGET, UNRESERVED, BufferBudget
+from ._sequence import Sequences
 
 __all__ = ["Collector", "CollectorStats"]
 
-_RECV_SIZE: Final = 1 << 18
+# One read takes at most this much; a line run or an unreserved frame fits.
+_RECV_SIZE: Final = UNRESERVED
 _CONTROL_LIMIT: Final = 1 << 16
 # How long a TCP drain waits for bytes still in flight on loopback once the
 # readable ones are read; Unix sockets need no wait (a returned send is readable).
@@ -72,15 +72,6 @@ _TCP_DRAIN_LIMIT: Final = 1.0
 HANDSHAKE_TIMEOUT: Final = 10.0
 #: A peer that stops in the middle of a frame for this long is closed.
 STALL_TIMEOUT: Final = 60.0
-#: Frames up to this size are buffered per connection without asking; a larger
-#: one must first reserve its length from the collector-wide budget below.
-_UNRESERVED: Final = _RECV_SIZE
-#: The most bytes all connections together may hold in frames being received.
-#: While it is spent, connections that want more wait (their producers feel
-#: backpressure); it is at least one maximum frame, so one always progresses.
-BUFFER_BUDGET: Final = 4 * MAX_FRAME
-# How many producers' next sequence numbers are remembered across reconnects.
-_SEQ_MEMORY: Final = 4096
 # How often (seconds) timeouts are checked and a paused listener is retried.
 _TICK: Final = 0.5
 # After a round of reads that brought at least _BUSY_ROUND records, the
@@ -184,75 +175,52 @@ class Collector:
     ) -> None:
         self._listener = listener
         self._address = address
-        self._sinks = list(sinks)
         self._level = level
-        # Per sink: its TextWriter and format index when producers can format
-        # for it (see _sinks), else (None, -1) and it gets a LogRecord.
-        self._formats: list[dict[str, Any]] = []
-        self._plan: list[tuple[logging.Handler, TextWriter | None, int]] = []
-        for sink in self._sinks:
-            spec = text_spec(sink)
-            if spec is None:
-                self._plan.append((sink, None, -1))
-                continue
-            if spec not in self._formats:
-                self._formats.append(spec)
-            assert isinstance(sink, logging.StreamHandler)
-            self._plan.append((sink, TextWriter(sink), self._formats.index(spec)))
-        self._writers = [writer for _, writer, _ in self._plan if writer is not None]
-        self._text_plan = [(sink, w) for sink, w, _ in self._plan if w is not None]
-        # Handlers of non-root loggers, reached as in the parent (see _loggers).
-        self._routes = routes if routes else None
         #: The parent's logger configuration, for every producer's handshake.
         self._loggers = loggers
-        self._structured = (
-            on_record is not None
-            or self._routes is not None
-            or any(w is None for _, w, _ in self._plan)
-        )
-        # All sinks take text of one format: frames need no decoding beyond a header.
-        self._one_text = len(self._formats) == 1 and not self._structured
-        # Line mode (see the module docstring): the sinks' one level, or None.
-        levels = {sink.level for sink in self._sinks}
-        self._line_level: int | None = None
-        if (
-            self._one_text
-            and overflow == "block"
-            and len(levels) == 1
-            and self._formats[0]["terminator"] == "\n"
-        ):
-            self._line_level = levels.pop()
         self._max_frame = max_frame
-        self._on_record = on_record
         self.stats = CollectorStats()
         self._selector = selectors.DefaultSelector()
         self._recv_view = memoryview(bytearray(_RECV_SIZE))
         self._wake_r, self._wake_w = socket.socketpair()
         self._connections: dict[int, _Connection] = {}
-        self._next_seq: dict[tuple[str, int, float, int], int] = {}
+        self._sequences = Sequences(self.stats, self._report)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._owner_pid = os.getpid()
         self._closed = False
         self._lock = threading.Lock()
-        if overflow not in ("block", "drop"):
+        if overflow not in OVERFLOW_POLICIES:
             raise ValueError(f"overflow must be 'block' or 'drop', not {overflow!r}")
         self._overflow = overflow
         self._handshake_timeout = handshake_timeout
         self._stall_timeout = stall_timeout
-        self._budget = max(buffer_budget, max_frame)
-        self._waiting: list[_Connection] = []
+        self._budget = BufferBudget(max(buffer_budget, max_frame))
         self._idle = threading.Condition(threading.Lock())
         self._listener_paused_until = 0.0
         self._next_tick = 0.0
-        guarded = self._sinks + [
-            h for h in (self._routes.handlers if self._routes else []) if h not in self._sinks
-        ]
-        self._guards = SinkGuards(
-            guarded, self.stats, self._report, overflow=overflow, **(sink_options or {})
+        self.plan = SinkPlan(
+            sinks,
+            self.stats,
+            self._report,
+            routes=routes,
+            on_record=on_record,
+            overflow=overflow,
+            sink_options=sink_options,
         )
-        for writer in self._writers:
-            writer.submit = self._guards.guard_of(writer.sink).submit
+        # The same answer for every producer's hello.
+        self._config_frame = config_frame(
+            {
+                "level": level,
+                "max_frame": max_frame,
+                "overflow": overflow,
+                "loggers": loggers,
+                **self.plan.handshake(),
+            }
+        )
+        # The hot paths read these often: plain attributes, looked up once here.
+        self._line_level = self.plan.line_level
+        self._one_text = self.plan.one_text
         listener.setblocking(False)
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -289,7 +257,7 @@ class Collector:
         elif thread is None:
             self._drain()
         self._close_all()
-        self._guards.close(timeout)
+        self.plan.guards.close(timeout)
         return True
 
     @property
@@ -320,7 +288,7 @@ class Collector:
         self._connections.clear()
         with contextlib.suppress(Exception):
             self._selector.close()
-        self._guards.forget()
+        self.plan.guards.forget()
 
     # -- the loop ----------------------------------------------------------
 
@@ -332,15 +300,15 @@ class Collector:
         try:
             while not self._stopping.is_set():
                 before = stats.records
-                for key, _ in select(_TICK if self._connections or self._waiting else None):
+                for key, _ in select(_TICK if self._connections or self._budget.waiting else None):
                     self._dispatch_event(key.data, key.fileobj)
-                self._flush_writers()
+                self.plan.flush()
                 if time.monotonic() >= self._next_tick:
                     self._tick()
                 if stats.records - before >= _BUSY_ROUND:
                     sleep(_BATCH_WINDOW)
             self._drain()
-            self._flush_writers()
+            self.plan.flush()
         except BaseException as exc:  # the collector must say why it died
             self._report(logging.CRITICAL, "logfunnel collector stopped by %r", exc)
             # Producers must not block on sockets nobody reads: closing them
@@ -505,9 +473,8 @@ class Collector:
                 self.stats.partial_frames += 1
                 self._report(
                     logging.WARNING,
-                    "logfunnel: %s (%s) ended inside a %s; discarded %d partial bytes",
+                    "logfunnel: %s ended inside a %s; discarded %d partial bytes",
                     conn.label,
-                    self._who(conn),
                     "line" if self._in_line(conn) else "frame",
                     len(conn.buf),
                 )
@@ -558,7 +525,7 @@ class Collector:
         buf = conn.buf
         n = len(buf)
         pos = 0
-        writers = self._writers
+        writers = self.plan.writers
         stats = self.stats
         try:
             while pos < n:
@@ -602,7 +569,7 @@ class Collector:
             raise FrameError(f"bad frame length {length} (limit {limit})")
         end = pos + 4 + length
         if end > n:
-            if length > _UNRESERVED and conn.reserved < length:
+            if length > UNRESERVED and conn.reserved < length:
                 self._reserve(conn, length)
             return -1
         if conn.reserved:
@@ -618,10 +585,10 @@ class Collector:
             if ntexts != 1 or structured or _ONE_TEXT_SIZE + size != end - pos:
                 raise FrameError("text frame lengths do not match the frame length")
             if seq != conn.expected:
-                self._gap(conn, conn.expected, seq)
+                self._sequences.gap(conn.label, conn.expected, seq)
             conn.expected = seq + 1
             text = bytes(buf[pos + _ONE_TEXT_SIZE : end])
-            for sink, writer in self._text_plan:
+            for sink, writer in self.plan.text_sinks:
                 if levelno >= sink.level:
                     writer.pending.append(text)
                     writer.lines += 1
@@ -638,20 +605,15 @@ class Collector:
 
     def _reserve(self, conn: _Connection, length: int) -> None:
         """Take ``length`` bytes of budget for ``conn``'s frame, or pause it until some is free."""
-        held = sum(c.reserved for c in self._connections.values()) - conn.reserved
-        if held + length <= self._budget:
-            conn.reserved = length
+        if self._budget.reserve(conn, length):
             return
         conn.paused = True
-        self._waiting.append(conn)
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(conn.sock)
 
     def _release(self, conn: _Connection) -> None:
         """Give ``conn``'s budget back and let the waiting connections try again."""
-        conn.reserved = 0
-        waiting, self._waiting = self._waiting, []
-        for other in waiting:
+        for other in self._budget.release(conn):
             if other.sock.fileno() in self._connections:
                 other.paused = False
                 other.since = time.monotonic()
@@ -660,58 +622,22 @@ class Collector:
                 # Its next read re-checks the frame header and reserves again.
 
     def _control(self, conn: _Connection, kind: int, body: bytes) -> None:
+        """The handshake (see ``_protocol._handshake``): authentication, then hello."""
         if conn.state == _AUTH:
-            key = self._address.key
-            if kind != KIND_AUTH or key is None or len(body) != 64:
-                raise FrameError("peer did not authenticate")
-            import hmac
-
-            if not hmac.compare_digest(body[:32], answer_challenge(key, conn.nonce)):
-                raise FrameError("peer failed authentication (wrong key)")
-            reply = answer_challenge(key, body[32:])
+            reply = check_auth(kind, body, self._address.key, conn.nonce)
             with contextlib.suppress(OSError):  # a peer already gone ends with its EOF
-                conn.sock.send(HEADER.pack(len(reply) + 1, KIND_AUTH) + reply)
+                conn.sock.send(reply)
             conn.state = _HELLO
             return
         if conn.state == _HELLO and kind == KIND_HELLO:
-            hello = decode_json(body)
-            if hello.get("v") != PROTOCOL_VERSION:
-                raise FrameError(f"unsupported protocol version {hello.get('v')!r}")
+            hello = parse_hello(body)
+            conn.identity, conn.stream = hello.identity, hello.stream
+            conn.label = f"pid {hello.identity[1]} on {hello.identity[0]}"
+            self.stats.producers.add(hello.identity)
+            # Lines carry no number, so a reconnect is where line mode sees a gap.
+            conn.expected = self._sequences.start(hello.stream, hello.seq, conn.label)
             try:
-                identity = (str(hello["host"]), int(hello["pid"]), float(hello["start"]))
-            except (KeyError, TypeError, ValueError):
-                raise FrameError("hello frame lacks host, pid or start") from None
-            try:
-                seq = int(hello.get("seq", 0))
-                stream = (*identity, int(hello.get("stream", 0)))
-            except (TypeError, ValueError):
-                raise FrameError("hello frame has a bad sequence or stream number") from None
-            conn.identity, conn.stream = identity, stream
-            conn.label = f"pid {identity[1]} on {identity[0]}"
-            if stream not in self._next_seq and len(self._next_seq) >= _SEQ_MEMORY:
-                # Forget the stream seen longest ago, so a stream of short-lived
-                # producers cannot grow this without bound.
-                del self._next_seq[next(iter(self._next_seq))]
-            self.stats.producers.add(identity)
-            # A producer that reconnects continues its sequence, and says where
-            # it is: records it sent that never arrived are missing here.
-            # (Lines carry no number, so this is where line mode sees such a gap.)
-            conn.expected = self._next_seq.get(stream, seq)
-            if seq != conn.expected:
-                self._gap(conn, conn.expected, seq)
-                conn.expected = seq
-            config = {
-                "v": PROTOCOL_VERSION,
-                "level": self._level,
-                "max_frame": self._max_frame,
-                "formats": self._formats,
-                "structured": self._structured,
-                "overflow": self._overflow,
-                "lines": self._line_level,
-                "loggers": self._loggers,
-            }
-            try:
-                conn.sock.sendall(encode_json(KIND_CONFIG, config))
+                conn.sock.sendall(self._config_frame)
             except BlockingIOError:
                 raise FrameError("peer does not read its handshake") from None
             except OSError:
@@ -723,112 +649,38 @@ class Collector:
 
     def _sequence(self, conn: _Connection, seq: int) -> None:
         if seq != conn.expected:
-            self._gap(conn, conn.expected, seq)
+            self._sequences.gap(conn.label, conn.expected, seq)
         conn.expected = seq + 1
         self.stats.records += 1
 
     def _record(self, conn: _Connection, body: bytes) -> None:
         seq, attrs = decode_record(body)
         self._sequence(conn, seq)
-        self.handle(_make_record(attrs))
+        self.plan.handle(make_record(attrs))
 
     def _text(self, conn: _Connection, body: bytes) -> None:
         """A record the producer formatted: text sinks get its lines, others the record."""
-        levelno, seq, texts, structured = decode_text(body, len(self._formats))
+        levelno, seq, texts, structured = decode_text(body, len(self.plan.formats))
         record = None
         if structured:
-            record = _make_record(decode_record(structured)[1])
-        elif self._structured:
+            record = make_record(decode_record(structured)[1])
+        elif self.plan.structured:
             raise FrameError("a sink needs the structured record and the producer sent none")
         self._sequence(conn, seq)
-        if self._routes is not None:
-            assert record is not None
-            if not self._route(record):
-                return
-        for sink, writer, index in self._plan:
-            if levelno < sink.level:
-                continue
-            if writer is not None:
-                writer.pending.append(texts[index])
-                writer.lines += 1
-            else:
-                assert record is not None
-                self._deliver(sink, record)
-        if self._on_record is not None and record is not None:
-            self._on_record(record)
+        self.plan.texts(levelno, texts, record)
 
     def handle(self, record: logging.LogRecord) -> None:
-        """Give ``record`` to every sink whose level accepts it; a failing sink hurts no other."""
-        if self._routes is not None and not self._route(record):
-            return
-        levelno = record.levelno
-        for sink, writer, _ in self._plan:
-            if levelno >= sink.level:
-                if writer is not None and writer.pending:
-                    writer.flush()  # keep this sink's order
-                self._deliver(sink, record)
-        if self._on_record is not None:
-            self._on_record(record)
-
-    def _route(self, record: logging.LogRecord) -> bool:
-        """Hand ``record`` to the handlers of the loggers on its way up, as in the parent;
-        True if it propagates as far as the root sinks."""
-        assert self._routes is not None
-        handlers, reaches_root = self._routes.lookup(record.name)
-        levelno = record.levelno
-        for handler in handlers:
-            if levelno >= handler.level:
-                self._deliver(handler, record)
-        if not reaches_root and self._on_record is not None:
-            self._on_record(record)
-        return reaches_root
-
-    def _deliver(self, sink: logging.Handler, record: logging.LogRecord) -> None:
-        try:
-            sink.handle(record)
-        except Exception:  # a filter raised: handle() has no guard for that
-            sink.handleError(record)  # the sink's guard counts and reports it
-
-    def _flush_writers(self) -> None:
-        for writer in self._writers:
-            if writer.pending:
-                writer.flush()
-
-    def _gap(self, conn: _Connection, expected: int, seq: int) -> None:
-        self.stats.gaps += 1
-        if seq > expected:
-            self.stats.missing_records += seq - expected
-            self._report(
-                logging.WARNING,
-                "logfunnel: %d record(s) from %s never arrived (sequence %d to %d)",
-                seq - expected,
-                conn.label,
-                expected,
-                seq - 1,
-            )
-        else:
-            self._report(
-                logging.WARNING,
-                "logfunnel: %s sent sequence %d after %d (out of order or repeated)",
-                conn.label,
-                seq,
-                expected - 1,
-            )
-
-    def _who(self, conn: _Connection) -> str:
-        return conn.label
+        """Give ``record`` to the sinks, as one from a producer would be given."""
+        self.plan.handle(record)
 
     def _close(self, conn: _Connection, error: str | None) -> None:
         if conn.stream is not None:
-            self._next_seq[conn.stream] = conn.expected
-            if len(self._next_seq) > _SEQ_MEMORY:
-                del self._next_seq[next(iter(self._next_seq))]
+            self._sequences.end(conn.stream, conn.expected)
         fd = conn.sock.fileno()
         self._connections.pop(fd, None)
         if conn.paused:
             conn.paused = False
-            with contextlib.suppress(ValueError):
-                self._waiting.remove(conn)
+            self._budget.forget(conn)
         if conn.reserved:
             self._release(conn)
         with contextlib.suppress(KeyError, ValueError):

@@ -10,23 +10,14 @@ import os
 import socket
 from typing import Any
 
-from .._protocol._address import (
+from .._protocol._address import ENV_KEY, Address, AttachError
+from .._protocol._codec import HEADER, KIND_AUTH, KIND_CONFIG, FrameError, decode_json
+from .._protocol._handshake import (
     CHALLENGE_MAGIC,
-    ENV_KEY,
     NONCE_SIZE,
-    Address,
-    AttachError,
     answer_challenge,
-)
-from .._protocol._codec import (
-    HEADER,
-    KIND_AUTH,
-    KIND_CONFIG,
-    KIND_HELLO,
-    PROTOCOL_VERSION,
-    FrameError,
-    decode_json,
-    encode_json,
+    auth_frame,
+    hello_frame,
 )
 
 __all__ = ["client_handshake"]
@@ -69,7 +60,7 @@ def client_handshake(
             ) from exc
         if address.scheme == "tcp":
             _client_authenticate(sock, address)
-        sock.sendall(encode_json(KIND_HELLO, {"v": PROTOCOL_VERSION, **hello}))
+        sock.sendall(hello_frame(hello))
         kind, body = _recv_frame(sock)
         if kind != KIND_CONFIG:
             raise AttachError(f"unexpected reply from {address} (frame kind {kind})")
@@ -101,7 +92,7 @@ def _client_authenticate(sock: socket.socket, address: Address) -> None:
     server_nonce = greeting[len(CHALLENGE_MAGIC) :]
     my_nonce = os.urandom(NONCE_SIZE)
     body = answer_challenge(address.key, server_nonce) + my_nonce
-    sock.sendall(HEADER.pack(len(body) + 1, KIND_AUTH) + body)
+    sock.sendall(auth_frame(body))
     kind, reply = _recv_frame(sock)
     if kind != KIND_AUTH or not hmac.compare_digest(reply, answer_challenge(address.key, my_nonce)):
         raise AttachError(f"the collector at {address} failed authentication (wrong key?)")

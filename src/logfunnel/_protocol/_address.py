@@ -1,4 +1,4 @@
-"""Addresses and the authentication both sides of a TCP handshake compute.
+"""Addresses: the short strings that say where a collector listens.
 
 An address is a short string, so it can travel where an inherited object
 cannot (``initargs``, environment variables, spawn pickles):
@@ -18,23 +18,10 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-__all__ = [
-    "CHALLENGE_MAGIC",
-    "ENV_ADDRESS",
-    "ENV_KEY",
-    "NONCE_SIZE",
-    "Address",
-    "AttachError",
-    "answer_challenge",
-    "challenge_frame",
-    "parse_address",
-]
+__all__ = ["ENV_ADDRESS", "ENV_KEY", "Address", "AttachError", "parse_address"]
 
 ENV_ADDRESS: Final = "LOGFUNNEL_ADDRESS"
 ENV_KEY: Final = "LOGFUNNEL_KEY"
-
-CHALLENGE_MAGIC: Final = b"LFUNAUTH"
-NONCE_SIZE: Final = 32
 
 
 class AttachError(ConnectionError):
@@ -111,18 +98,3 @@ def _key_bytes(key: bytes | str | None) -> bytes | None:
         return bytes.fromhex(key)
     except ValueError:
         return key.encode()
-
-
-def challenge_frame(nonce: bytes) -> bytes:
-    """The collector's first bytes to a TCP peer: magic and a fresh nonce."""
-    return CHALLENGE_MAGIC + nonce
-
-
-def answer_challenge(key: bytes, nonce: bytes) -> bytes:
-    """The HMAC that proves knowledge of ``key`` for ``nonce``."""
-    import hashlib  # only TCP peers authenticate: Unix-socket workers never load these
-    import hmac
-
-    return hmac.new(key, nonce, hashlib.sha256).digest()
-
-

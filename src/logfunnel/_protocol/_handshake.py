@@ -1,0 +1,107 @@
+"""The handshake, both sides, as bytes: authentication, hello, the collector's answer.
+
+Over TCP the collector speaks first: ``challenge_frame`` (magic and a nonce).
+The producer answers with the HMAC of that nonce under the shared key and a
+nonce of its own; the collector checks it (``check_auth``) and proves it
+knows the key too. Then, on every transport, the producer says hello (who it
+is, which of its handler streams, where its count stands: ``parse_hello``)
+and the collector answers with its configuration (``config_frame``).
+Nothing here touches a socket.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, NamedTuple
+
+from ._codec import (
+    HEADER,
+    KIND_AUTH,
+    KIND_CONFIG,
+    KIND_HELLO,
+    PROTOCOL_VERSION,
+    FrameError,
+    decode_json,
+    encode_json,
+)
+
+__all__ = [
+    "CHALLENGE_MAGIC",
+    "NONCE_SIZE",
+    "Hello",
+    "answer_challenge",
+    "auth_frame",
+    "challenge_frame",
+    "check_auth",
+    "config_frame",
+    "hello_frame",
+    "parse_hello",
+]
+
+CHALLENGE_MAGIC: Final = b"LFUNAUTH"
+NONCE_SIZE: Final = 32
+
+
+class Hello(NamedTuple):
+    """What a producer says of itself."""
+
+    identity: tuple[str, int, float]  # host, pid, process start time
+    stream: tuple[str, int, float, int]  # identity and handler number
+    seq: int  # the number its next record carries
+
+
+def challenge_frame(nonce: bytes) -> bytes:
+    """The collector's first bytes to a TCP peer: magic and a fresh nonce."""
+    return CHALLENGE_MAGIC + nonce
+
+
+def answer_challenge(key: bytes, nonce: bytes) -> bytes:
+    """The HMAC that proves knowledge of ``key`` for ``nonce``."""
+    import hashlib  # only TCP peers authenticate: Unix-socket workers never load these
+    import hmac
+
+    return hmac.new(key, nonce, hashlib.sha256).digest()
+
+
+
+
+def auth_frame(body: bytes) -> bytes:
+    """An authentication frame (either side's)."""
+    return HEADER.pack(len(body) + 1, KIND_AUTH) + body
+
+
+def check_auth(kind: int, body: bytes, key: bytes | None, nonce: bytes) -> bytes:
+    """The collector's check of a producer's answer; returns its own proof, to send."""
+    if kind != KIND_AUTH or key is None or len(body) != 2 * NONCE_SIZE:
+        raise FrameError("peer did not authenticate")
+    import hmac
+
+    if not hmac.compare_digest(body[:NONCE_SIZE], answer_challenge(key, nonce)):
+        raise FrameError("peer failed authentication (wrong key)")
+    return auth_frame(answer_challenge(key, body[NONCE_SIZE:]))
+
+
+def hello_frame(hello: dict[str, Any]) -> bytes:
+    """The producer's hello, in this protocol's version."""
+    return encode_json(KIND_HELLO, {"v": PROTOCOL_VERSION, **hello})
+
+
+def parse_hello(body: bytes) -> Hello:
+    """A producer's hello, checked: a ``FrameError`` says what is wrong with it."""
+    hello = decode_json(body)
+    if hello.get("v") != PROTOCOL_VERSION:
+        raise FrameError(f"unsupported protocol version {hello.get('v')!r}")
+    try:
+        identity = (str(hello["host"]), int(hello["pid"]), float(hello["start"]))
+    except (KeyError, TypeError, ValueError):
+        raise FrameError("hello frame lacks host, pid or start") from None
+    try:
+        seq = int(hello.get("seq", 0))
+        stream = (*identity, int(hello.get("stream", 0)))
+    except (TypeError, ValueError):
+        raise FrameError("hello frame has a bad sequence or stream number") from None
+    return Hello(identity, stream, seq)
+
+
+def config_frame(config: dict[str, Any]) -> bytes:
+    """The collector's answer to a hello: what producers must know (level, formats...)."""
+    return encode_json(KIND_CONFIG, {"v": PROTOCOL_VERSION, **config})
