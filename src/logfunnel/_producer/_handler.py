@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 import weakref
-from logging import Formatter, Handler, LogRecord
+from logging import WARNING, Formatter, Handler, LogRecord
 from typing import Any, Final
 
 from .._protocol._address import ENV_ADDRESS, AttachError, parse_address
@@ -46,6 +46,9 @@ _streams = itertools.count(1)
 # Longer records go as frames even in line mode: UTF-8 takes at most 4 bytes
 # a character, so a line sent bare always fits the collector's LINE_LIMIT.
 _LINE_CHARS: Final = LINE_LIMIT // 4 - 1
+
+# Below every level: outside line mode the collector filters by each sink's level.
+_ANY_LEVEL: Final = -(2**63)
 
 _DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
 _PEEK: Final = socket.MSG_PEEK | _DONTWAIT
@@ -107,13 +110,10 @@ class FunnelHandler(Handler):
         # The collector's text sinks, formatted here (see _sinks); empty: none.
         self._formatters: list[ProducerFormatter] = []
         self._structured = True
-        # Line mode (see _collector): the one formatter, and the sinks' level.
+        # Line mode (see _collector): the one formatter; the level below which
+        # records are not sent (in line mode the sinks' level, else any).
         self._line: ProducerFormatter | None = None
-        self._line_level = 0
-        # Neither prepare() nor send() is overridden: emit may do both inline.
-        self._plain = type(self).prepare is FunnelHandler.prepare and (
-            type(self).send is FunnelHandler.send
-        )
+        self._send_level = _ANY_LEVEL
         _live_handlers.add(self)
 
     def _on_several_loggers(self) -> None:
@@ -163,9 +163,10 @@ class FunnelHandler(Handler):
         self._structured = bool(self.config.get("structured", True))
         lines = self.config.get("lines")
         if lines is not None and len(self._formatters) == 1:
-            self._line, self._line_level = self._formatters[0], int(lines)
+            # Lines carry no level: records no sink takes are not sent at all.
+            self._line, self._send_level = self._formatters[0], int(lines)
         else:
-            self._line = None
+            self._line, self._send_level = None, _ANY_LEVEL
         if self.config.get("overflow") == "drop":
             self._dropper = self._dropper or DropNewest()
             self._dropper.restart()
@@ -192,40 +193,14 @@ class FunnelHandler(Handler):
     # -- the logging path --------------------------------------------------
 
     def emit(self, record: LogRecord) -> None:
-        """Encode and send; on any failure the record goes to the fallback."""
-        if collector_threads:
-            collector = collector_threads.get(threading.get_ident())
-            if collector is not None:
-                # A sink logged from inside the collector thread: writing to
-                # our own socket could block on the thread that must read it.
-                collector.handle(record)
-                return
+        """Send ``prepare(record)``; a record that cannot be sent goes to the fallback."""
+        if collector_threads and _in_collector(record):
+            return
         try:
-            if self._sock is None or self._pid != os.getpid():
-                if time.monotonic() < self._retry_at:
-                    self._fallback(record, None)
-                    return
-                self._connect()
-            line = self._line
-            if line is None:
-                self.send(self.prepare(record))
+            if (self._sock is None or self._pid != os.getpid()) and not self._reconnect(record):
                 return
-            if record.levelno < self._line_level:
-                return  # line mode: no sink takes it, and lines carry no level
-            if not self._plain:
+            if record.levelno >= self._send_level:
                 self.send(self.prepare(record))
-                return
-            # Line mode's hot path: prepare() and send() in one.
-            data = self._line_wire(format_text(line, record), record.levelno)
-            sock = self._sock
-            try:
-                if self._tcp:
-                    _check_open(sock)  # type: ignore[arg-type]
-                sock.sendall(data)  # type: ignore[union-attr]
-            except BaseException:
-                self._drop_connection()
-                raise
-            self._seq += 1
         except AttachError as exc:
             self._retry_at = time.monotonic() + _RETRY_INTERVAL
             self._fallback(record, exc)
@@ -234,6 +209,18 @@ class FunnelHandler(Handler):
             self._fallback(record, exc)
         except Exception:
             self.handleError(record)
+
+    def _reconnect(self, record: LogRecord) -> bool:
+        """Connect (a fork child, or after a failure); False if ``record`` went to the fallback.
+
+        After a failed connect, records go to the fallback for a while before
+        the next try, so a dead collector costs one attempt per interval.
+        """
+        if time.monotonic() < self._retry_at:
+            self._fallback(record, None)
+            return False
+        self._connect()
+        return True
 
     def prepare(self, record: LogRecord) -> bytes:
         """What goes on the wire for ``record``.
@@ -259,7 +246,7 @@ class FunnelHandler(Handler):
             return (text + "\n").encode("utf-8", "backslashreplace")
         return b"\0" + encode_text(levelno, self._seq, [text + "\n"])
 
-    def send(self, frame: bytes) -> None:
+    def send(self, data: bytes) -> None:
         """Write one record's bytes whole; the sequence number advances only once they are out."""
         sock = self._sock
         assert sock is not None
@@ -267,20 +254,24 @@ class FunnelHandler(Handler):
         try:
             if self._tcp:
                 _check_open(sock)
-            if dropper is not None:
-                if not dropper.send(sock, frame):
-                    self.dropped += 1
-                    return
-                self._seq += 1
-                if dropper.unreported and dropper.report(self, sock, wait=False):
-                    self._seq += 1
+            if dropper is None:
+                sock.sendall(data)
+            elif not dropper.send(sock, data):
+                self.dropped += 1
                 return
-            sock.sendall(frame)
         except BaseException:
             # A frame cut short leaves the stream unusable: start afresh.
             self._drop_connection()
             raise
         self._seq += 1
+        if dropper is not None and dropper.unreported:
+            self._send_drop_count(sock, dropper, wait=False)
+
+    def _send_drop_count(self, sock: socket.socket, dropper: DropNewest, *, wait: bool) -> None:
+        """Under the drop policy: tell the sinks, in a record of its own, how many were dropped."""
+        count = dropper.ready_to_report(sock)
+        if count and dropper.send_report(sock, self.prepare(_drops_record(count)), wait=wait):
+            self._seq += 1
 
     def _fallback(self, record: LogRecord, error: BaseException | None) -> None:
         """A record we could not send is written to stderr and counted, never dropped silently."""
@@ -322,8 +313,7 @@ class FunnelHandler(Handler):
         sock.settimeout(self.timeout)  # at close: wait for the collector, not forever
         try:
             dropper.finish(sock)
-            if dropper.report(self, sock, wait=True):
-                self._seq += 1
+            self._send_drop_count(sock, dropper, wait=True)
         except OSError:
             pass
         finally:
@@ -352,6 +342,33 @@ class FunnelHandler(Handler):
 
     def __repr__(self) -> str:
         return f"<FunnelHandler {self.address} ({self.level})>"
+
+
+def _in_collector(record: LogRecord) -> bool:
+    """Whether a sink logged ``record`` from inside this process's collector thread: it
+    then goes straight to the sinks, since writing to our own socket could block on the
+    very thread that must read it."""
+    collector = collector_threads.get(threading.get_ident())
+    if collector is None:
+        return False
+    collector.handle(record)
+    return True
+
+
+def _drops_record(count: int) -> LogRecord:
+    """The record that tells the sinks how many records the drop policy dropped."""
+    record = LogRecord(
+        "logfunnel",
+        WARNING,
+        __file__,
+        0,
+        "logfunnel: dropped %d record(s) because the collector was not keeping up"
+        " (overflow='drop')",
+        (count,),
+        None,
+    )
+    record.__dict__["logfunnel_dropped"] = count
+    return record
 
 
 def _check_open(sock: socket.socket) -> None:

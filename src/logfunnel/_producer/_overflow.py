@@ -20,12 +20,8 @@ follows:
 
 from __future__ import annotations
 
-import logging
 import socket
-from typing import TYPE_CHECKING, Final
-
-if TYPE_CHECKING:
-    from ._handler import FunnelHandler
+from typing import Final
 
 __all__ = ["DropNewest"]
 
@@ -56,23 +52,14 @@ class DropNewest:
             self._pending = memoryview(frame)[sent:]
         return True
 
-    def report(self, handler: FunnelHandler, sock: socket.socket, *, wait: bool) -> bool:
-        """Send the count of dropped records as a record; True if it went out (or started to)."""
+    def ready_to_report(self, sock: socket.socket) -> int:
+        """How many drops to report now: 0 if none, or if a started frame still waits."""
         if not self.unreported or (self._pending and not self._push(sock)):
-            return False
-        count = self.unreported
-        record = logging.LogRecord(
-            "logfunnel",
-            logging.WARNING,
-            __file__,
-            0,
-            "logfunnel: dropped %d record(s) because the collector was not keeping up"
-            " (overflow='drop')",
-            (count,),
-            None,
-        )
-        record.__dict__["logfunnel_dropped"] = count
-        frame = handler.prepare(record)
+            return 0
+        return self.unreported
+
+    def send_report(self, sock: socket.socket, frame: bytes, *, wait: bool) -> bool:
+        """Send ``frame``, the count's record; True if it went out (or started to)."""
         if wait:
             sock.sendall(frame)
         else:
