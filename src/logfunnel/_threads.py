@@ -10,7 +10,12 @@ Both sides import this leaf, so neither imports the other.
 from __future__ import annotations
 
 import os
-from typing import Any
+
+# typing is for the type checker only: every worker imports this module.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 __all__ = ["collector_threads"]
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any
 
 from .._protocol._address import ENV_KEY, Address, AttachError
 from .._protocol._codec import HEADER, KIND_AUTH, KIND_CONFIG, FrameError, decode_json
@@ -20,7 +19,20 @@ from .._protocol._handshake import (
     hello_frame,
 )
 
-__all__ = ["client_handshake"]
+# typing is for the type checker only: every worker imports this module.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final
+
+__all__ = ["CAN_PEEK", "HOST", "check_open", "client_handshake"]
+
+#: This host's name, as producers give it in their hello.
+HOST: Final = socket.gethostname()
+
+_DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
+_PEEK: Final = socket.MSG_PEEK | _DONTWAIT
+#: Whether a connection can be checked without blocking (not on Windows).
+CAN_PEEK: Final = bool(_DONTWAIT)
 
 
 def _recv_exact(sock: socket.socket, size: int) -> bytes:
@@ -98,3 +110,18 @@ def _client_authenticate(sock: socket.socket, address: Address) -> None:
         raise AttachError(f"the collector at {address} failed authentication (wrong key?)")
 
 
+def check_open(sock: socket.socket) -> None:
+    """Over TCP: refuse to send into a connection the collector has ended.
+
+    A collector that stops ends its side first (a FIN) and reads on. A send
+    after that would still be accepted by the kernel, then thrown away with
+    a reset when the collector closes: a record lost without a trace. So a
+    TCP producer looks for the end before each send, and sends the record to
+    its fallback instead. (A Unix socket refuses the send itself.)
+    """
+    try:
+        ended = sock.recv(1, _PEEK) == b""
+    except (BlockingIOError, InterruptedError):
+        return
+    if ended:
+        raise ConnectionResetError("the collector ended the connection (it is stopping)")

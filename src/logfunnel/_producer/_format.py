@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from .._protocol._codec import safe_message
+
+# typing is for the type checker only: every worker imports this module.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["ProducerFormatter", "format_text"]
 

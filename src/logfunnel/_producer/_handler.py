@@ -16,24 +16,28 @@ from __future__ import annotations
 
 import itertools
 import os
-import socket
 import sys
 import threading
 import time
 import weakref
 from logging import WARNING, Formatter, Handler, LogRecord
-from typing import Any, Final
 
 from .._protocol._address import ENV_ADDRESS, AttachError, parse_address
 from .._protocol._codec import LINE_LIMIT, encode_record, encode_text, record_body
 from .._threads import collector_threads
-from ._connect import client_handshake
 from ._format import ProducerFormatter, format_text
-from ._overflow import DropNewest
+
+# typing is for the type checker only: every worker imports this module.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
+    from collections.abc import Callable
+    from typing import Any, Final
+
+    from ._overflow import DropNewest
 
 __all__ = ["FunnelHandler", "write_stderr"]
 
-_HOST: Final = socket.gethostname()
 _process_start = time.time()
 # After a failed connect, records go to the fallback for this long before the
 # next try, so a dead collector costs one connect attempt per interval, not per record.
@@ -50,8 +54,6 @@ _LINE_CHARS: Final = LINE_LIMIT // 4 - 1
 # Below every level: outside line mode the collector filters by each sink's level.
 _ANY_LEVEL: Final = -(2**63)
 
-_DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
-_PEEK: Final = socket.MSG_PEEK | _DONTWAIT
 
 _FALLBACK_FORMAT: Final = (
     "%(asctime)s %(processName)s[%(process)d] %(levelname)s %(name)s: %(message)s"
@@ -87,8 +89,8 @@ class FunnelHandler(Handler):
             )
         self._address = parse_address(text, key)
         self.address = str(self._address)
-        # Over TCP, and where a send can be checked without blocking (see _check_open).
-        self._tcp = self._address.scheme == "tcp" and bool(_DONTWAIT)
+        # Over TCP: checks the connection before each send (see _connect.check_open).
+        self._check_open: Callable[[socket.socket], None] | None = None
         self.timeout = timeout
         #: The collector's answer to our hello (its level and frame limit).
         self.config: dict[str, Any] = {}
@@ -149,16 +151,21 @@ class FunnelHandler(Handler):
         return self.config
 
     def _connect(self) -> None:
+        # Sockets are imported by the first connection, not by every worker's import.
+        from . import _connect
+
         self._drop_connection()
         self._pid = os.getpid()
         hello = {
-            "host": _HOST,
+            "host": _connect.HOST,
             "pid": self._pid,
             "start": _process_start,
             "seq": self._seq,
             "stream": self._stream,
         }
-        self._sock, self.config = client_handshake(self._address, hello, self.timeout)
+        self._sock, self.config = _connect.client_handshake(self._address, hello, self.timeout)
+        tcp = self._address.scheme == "tcp" and _connect.CAN_PEEK
+        self._check_open = _connect.check_open if tcp else None
         self._formatters = [ProducerFormatter(spec) for spec in self.config.get("formats", ())]
         self._structured = bool(self.config.get("structured", True))
         lines = self.config.get("lines")
@@ -168,6 +175,8 @@ class FunnelHandler(Handler):
         else:
             self._line, self._send_level = None, _ANY_LEVEL
         if self.config.get("overflow") == "drop":
+            from ._overflow import DropNewest
+
             self._dropper = self._dropper or DropNewest()
             self._dropper.restart()
         else:
@@ -252,8 +261,8 @@ class FunnelHandler(Handler):
         assert sock is not None
         dropper = self._dropper
         try:
-            if self._tcp:
-                _check_open(sock)
+            if self._check_open is not None:
+                self._check_open(sock)
             if dropper is None:
                 sock.sendall(data)
             elif not dropper.send(sock, data):
@@ -369,23 +378,6 @@ def _drops_record(count: int) -> LogRecord:
     )
     record.__dict__["logfunnel_dropped"] = count
     return record
-
-
-def _check_open(sock: socket.socket) -> None:
-    """Over TCP: refuse to send into a connection the collector has ended.
-
-    A collector that stops ends its side first (a FIN) and reads on. A send
-    after that would still be accepted by the kernel, then thrown away with
-    a reset when the collector closes: a record lost without a trace. So a
-    TCP producer looks for the end before each send, and sends the record to
-    its fallback instead. (A Unix socket refuses the send itself.)
-    """
-    try:
-        ended = sock.recv(1, _PEEK) == b""
-    except (BlockingIOError, InterruptedError):
-        return
-    if ended:
-        raise ConnectionResetError("the collector ended the connection (it is stopping)")
 
 
 def write_stderr(text: str) -> None:

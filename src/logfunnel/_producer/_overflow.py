@@ -21,7 +21,12 @@ follows:
 from __future__ import annotations
 
 import socket
-from typing import Final
+
+# typing is for the type checker only: every worker imports this module.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
+
 
 __all__ = ["DropNewest"]
 

@@ -14,9 +14,12 @@ cannot (``initargs``, environment variables, spawn pickles):
 from __future__ import annotations
 
 import os
-import socket
-from dataclasses import dataclass, field
-from typing import Any, Final
+
+# typing is for the type checker only: every worker imports this module.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final
+
 
 __all__ = ["ENV_ADDRESS", "ENV_KEY", "Address", "AttachError", "parse_address"]
 
@@ -28,7 +31,6 @@ class AttachError(ConnectionError):
     """No collector could be reached at an address, or it refused us."""
 
 
-@dataclass(frozen=True)
 class Address:
     """A parsed address.
 
@@ -37,11 +39,28 @@ class Address:
     a secret to pass as an argument or in the environment, never to print.
     """
 
-    scheme: str  # "unix" or "tcp"
-    path: str = ""
-    host: str = ""
-    port: int = 0
-    key: bytes | None = field(default=None, repr=False)
+    __slots__ = ("host", "key", "path", "port", "scheme")
+
+    def __init__(
+        self, scheme: str, path: str = "", host: str = "", port: int = 0, key: bytes | None = None
+    ) -> None:
+        self.scheme = scheme  # "unix" or "tcp"
+        self.path = path
+        self.host = host
+        self.port = port
+        self.key = key
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.scheme, self.path, self.host, self.port, self.key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Address) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return f"Address({str(self)!r})"  # never the key
 
     def __str__(self) -> str:
         if self.scheme == "unix":
@@ -57,6 +76,8 @@ class Address:
 
     @property
     def family(self) -> int:
+        import socket  # the first connection pays for it, not the import
+
         if self.scheme == "unix":
             return socket.AF_UNIX
         return socket.AF_INET6 if ":" in self.host else socket.AF_INET

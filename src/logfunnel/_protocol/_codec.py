@@ -40,11 +40,15 @@ text whenever every argument was faithful or is printed with ``%s``.
 
 from __future__ import annotations
 
-import json
 import logging
 import struct
 from collections.abc import Callable, Mapping
-from typing import Any, Final, cast
+
+# typing is for the type checker only: every worker imports this module.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final
+
 
 __all__ = [
     "HEADER",
@@ -158,28 +162,30 @@ _MARK_ROOM: Final = 64
 _ENCODING_ERRORS: Final = "backslashreplace"
 
 _exc_formatter = logging.Formatter()
+
+
 # Values are checked acyclic and JSON-safe first (see ``json_value``).
-_json_encode = json.JSONEncoder(
-    ensure_ascii=False, separators=(",", ":"), check_circular=False
-).encode
-
-
 def _no_default(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not JSON: json_value should have made it str")
 
 
 def _fast_encoder() -> Callable[[object], str]:
-    """``_json_encode``, but the C encoder made once instead of once per call.
+    """A JSON encoder for checked values, the C encoder made once instead of once per call.
 
     ``JSONEncoder.encode`` builds a C encoder on every call, which costs more
     than encoding a record's few arguments. The C encoder's constructor is not
-    public, so it is checked against ``_json_encode`` here, and not used if it
-    differs or is missing.
+    public, so it is checked against ``JSONEncoder.encode`` here, and not used
+    if it differs or is missing. Made on first use: a worker whose records
+    carry no arguments or extras never imports ``json``.
     """
+    import json
+
+    # Values are checked acyclic and JSON-safe first (see ``json_value``).
+    plain = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
     make = getattr(json.encoder, "c_make_encoder", None)
     basestring = getattr(json.encoder, "c_encode_basestring", None)
     if make is None or basestring is None:
-        return _json_encode
+        return plain
     try:
         encoder = make(None, _no_default, basestring, None, ":", ",", False, False, True)
 
@@ -187,14 +193,21 @@ def _fast_encoder() -> Callable[[object], str]:
             return "".join(encoder(value, 0))
 
         probe = ['é\ud800\n"', (1, -2.5, None, True, False, float("nan")), {"k": [{}, []]}]
-        if encode(probe) == _json_encode(probe):
+        if encode(probe) == plain(probe):
             return encode
     except Exception:
         pass
-    return _json_encode
+    return plain
 
 
-_encode_json: Final = _fast_encoder()
+_encoder: Callable[[object], str] | None = None
+
+
+def _encode_json(value: object) -> str:
+    global _encoder
+    if _encoder is None:
+        _encoder = _fast_encoder()
+    return _encoder(value)
 
 
 class FrameError(ValueError):
@@ -255,15 +268,15 @@ def faithful(value: object, depth: int = 0) -> bool:
     """
     kind = type(value)
     if kind in _EXACT:
-        return kind is not int or cast(int, value).bit_length() < _MAX_INT_BITS
+        return kind is not int or value.bit_length() < _MAX_INT_BITS  # type: ignore[attr-defined]
     if depth >= _MAX_DEPTH:
         return False
     if kind is list:
-        return all(faithful(item, depth + 1) for item in cast(list[Any], value))
+        return all(faithful(item, depth + 1) for item in value)  # type: ignore[attr-defined]
     if kind is dict:
         return all(
             type(key) is str and faithful(item, depth + 1)
-            for key, item in cast(dict[Any, Any], value).items()
+            for key, item in value.items()  # type: ignore[attr-defined]
         )
     return False
 
@@ -364,6 +377,8 @@ def _extra_json(record_dict: dict[str, Any]) -> bytes:
 
 def _smaller_extra(extra: dict[str, Any], size: int) -> bytes:
     """Extras over MAX_EXTRA: each value becomes a truncated str, so the record still goes."""
+    import json
+
     share = max(64, MAX_EXTRA // (2 * len(extra)))
     cut = {
         key[:share]: _truncate(safe_str(value).encode("utf-8", _ENCODING_ERRORS), share).decode()
@@ -521,7 +536,7 @@ def decode_text(body: bytes, count: int) -> tuple[int, int, list[bytes], bytes]:
 
 def _clamp_int32(value: object) -> int:
     try:
-        number = int(cast(Any, value))
+        number: int = int(value)  # type: ignore[call-overload]
     except Exception:
         return 0
     return max(-(2**31), min(2**31 - 1, number))
@@ -604,6 +619,8 @@ def _decode_call(data: bytes) -> tuple[Any, Any]:
 
 
 def _decode_object(data: bytes, limit: int, what: str) -> Any:
+    import json
+
     if len(data) > limit:
         raise FrameError(f"record {what} is {len(data)} bytes (limit {limit})")
     try:
@@ -666,12 +683,16 @@ def make_record(attrs: dict[str, Any]) -> logging.LogRecord:
 
 def encode_json(kind: int, value: dict[str, Any]) -> bytes:
     """A control frame (hello, config) carrying a small JSON object."""
+    import json
+
     body = json.dumps(value, separators=(",", ":")).encode()
     return _FRAME_PREFIX.pack(len(body) + 1, kind) + body
 
 
 def decode_json(body: memoryview | bytes) -> dict[str, Any]:
     """The JSON object of a control frame; anything else is a ``FrameError``."""
+    import json
+
     try:
         value = json.loads(bytes(body))
     except (ValueError, RecursionError) as exc:

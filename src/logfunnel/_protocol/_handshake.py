@@ -11,8 +11,6 @@ Nothing here touches a socket.
 
 from __future__ import annotations
 
-from typing import Any, Final, NamedTuple
-
 from ._codec import (
     HEADER,
     KIND_AUTH,
@@ -23,6 +21,11 @@ from ._codec import (
     decode_json,
     encode_json,
 )
+
+# typing is for the type checker only: every worker imports this module.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 __all__ = [
     "CHALLENGE_MAGIC",
@@ -41,12 +44,17 @@ CHALLENGE_MAGIC: Final = b"LFUNAUTH"
 NONCE_SIZE: Final = 32
 
 
-class Hello(NamedTuple):
+class Hello:
     """What a producer says of itself."""
 
-    identity: tuple[str, int, float]  # host, pid, process start time
-    stream: tuple[str, int, float, int]  # identity and handler number
-    seq: int  # the number its next record carries
+    __slots__ = ("identity", "seq", "stream")
+
+    def __init__(
+        self, identity: tuple[str, int, float], stream: tuple[str, int, float, int], seq: int
+    ) -> None:
+        self.identity = identity  # host, pid, process start time
+        self.stream = stream  # identity and handler number
+        self.seq = seq  # the number its next record carries
 
 
 def challenge_frame(nonce: bytes) -> bytes:
@@ -60,8 +68,6 @@ def answer_challenge(key: bytes, nonce: bytes) -> bytes:
     import hmac
 
     return hmac.new(key, nonce, hashlib.sha256).digest()
-
-
 
 
 def auth_frame(body: bytes) -> bytes:
