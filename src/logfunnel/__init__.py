@@ -10,8 +10,6 @@ Every worker imports this package, so its names are imported when first used
 the file strategies or ``importlib.metadata``.
 """
 
-from __future__ import annotations
-
 # typing is for the type checker only: every worker imports this module.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -27,6 +25,7 @@ if TYPE_CHECKING:
     from ._protocol._address import ENV_ADDRESS, ENV_KEY, AttachError
 
     __version__: str
+del TYPE_CHECKING
 
 #: Where each public name lives.
 _WHERE = {
@@ -63,7 +62,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> "Any":
     if name == "__version__":
         from importlib.metadata import PackageNotFoundError, version
 
