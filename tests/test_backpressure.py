@@ -13,11 +13,11 @@ from typing import Any
 
 import _hardening_workers as hw
 import pytest
+from _support import JOIN_TIMEOUT, Records, join_all
 
 import logfunnel
 from logfunnel import _collector, _sinkguard
 
-JOIN_TIMEOUT = 300
 #: The bound this test states: the collector's resident memory grows by less
 #: than this from before the flood to its end, whatever the number of records.
 COLLECTOR_CEILING_KIB = 16 * 1024
@@ -129,9 +129,7 @@ def run_flood(
         sink.rss_start = sink.rss_peak = hw.rss_kib()
         go.set()
         reports = reports_of(results, handled, producers)
-        for proc in procs:
-            proc.join(JOIN_TIMEOUT)
-            assert proc.exitcode == 0
+        join_all(procs, exitcode=0)
         stats = funnel.stats
     total = producers * per_producer
     assert sink.count == total
@@ -166,20 +164,19 @@ class TestBackpressure:
         run_flood(start_method, 8, 250_000, 1024, STRESS_ROUNDS)
 
 
-class Gate(logging.Handler):
+class Gate(Records):
     """A sink that holds the collector on the record "hold" until opened."""
 
     def __init__(self) -> None:
         super().__init__()
         self.holding = threading.Event()
         self.opened = threading.Event()
-        self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.getMessage() == "hold":
             self.holding.set()
             self.opened.wait(120)
-        self.records.append(record)
+        super().emit(record)
 
 
 class TestDropPolicy:
@@ -205,9 +202,7 @@ class TestDropPolicy:
             dropped = [done.get(timeout=JOIN_TIMEOUT) for _ in procs]
             assert not gate.opened.is_set()
             gate.opened.set()
-            for proc in procs:
-                proc.join(JOIN_TIMEOUT)
-                assert proc.exitcode == 0
+            join_all(procs, exitcode=0)
             stats = funnel.stats
         assert all(d > 0 for d in dropped), dropped
         arrived = [r for r in gate.records if r.name == "worker" and r.getMessage() != "hold"]
