@@ -126,6 +126,7 @@ def run_flood(
             assert ready.acquire(timeout=JOIN_TIMEOUT)  # attached: handshake done
         rcvbuf = collector_rcvbuf(funnel)
         # The memory baseline is taken before the first record of the flood.
+        hw.trim_heap()
         sink.rss_start = sink.rss_peak = hw.rss_kib()
         go.set()
         reports = reports_of(results, handled, producers)
