@@ -27,6 +27,18 @@ def rss_kib(pid: int | str = "self") -> int:
     return _status_field(pid, "VmRSS")
 
 
+def trim_heap() -> None:
+    """Give the C heap's free memory back to the system (glibc ``malloc_trim``), so that
+    memory an earlier test freed, but the allocator kept, cannot hide the growth to come."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is not None:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(name).malloc_trim(0)
+
+
 def peak_rss_kib(pid: int | str = "self") -> int:
     """Peak resident set size of a process, from /proc/<pid>/status (KiB)."""
     return _status_field(pid, "VmHWM")

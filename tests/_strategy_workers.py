@@ -1,9 +1,9 @@
-"""Child-process functions and audits for the strategy tests: locked file, per-process files,
+"""Child-process functions for the strategy tests: locked file, per-process files,
 rotation in the collector.
 
 They live in an importable module so that spawn and forkserver children can
 find them by name. Every record's text is derived from (worker, number), so a
-torn, mixed or doubled line shows up in the audit.
+torn, mixed or doubled line shows up in the audit (``_support.Audit``).
 """
 
 from __future__ import annotations
@@ -13,9 +13,6 @@ import os
 import random
 import re
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import logfunnel
@@ -24,7 +21,8 @@ import logfunnel
 LOGGER = "strategy"
 
 _ASTRAL = ("\U0001d11e", "\U0001f600", "\U00010348", "\u00e9\u00e8", "\u4e2d\u6587")
-_RECORD = re.compile(r"W(\d+) R(\d+) \[(.*)\] end")
+#: What a record looks like in a line: ``message(worker, number)``.
+RECORD = re.compile(r"W(\d+) R(\d+) \[(.*)\] end")
 
 
 def message(worker: int, number: int) -> str:
@@ -190,101 +188,3 @@ def fork_then_log(pattern: str, count: int) -> None:
         raise RuntimeError(f"the fork child failed with status {status}")
     log_records(2, count)
     handler.close()
-
-
-# -- the parent's side: running workers, auditing what they wrote -----------
-
-#: How long a test waits for a child before calling it hung.
-JOIN_TIMEOUT = 120
-
-
-def run_all(ctx: Any, target: Any, arg_tuples: list[tuple[Any, ...]]) -> None:
-    """Start one process of ``ctx`` per argument tuple; all must finish with exit code 0."""
-    procs = [ctx.Process(target=target, args=args) for args in arg_tuples]
-    for proc in procs:
-        proc.start()
-    for proc in procs:
-        proc.join(JOIN_TIMEOUT)
-    assert [proc.exitcode for proc in procs] == [0] * len(procs)
-
-
-@dataclass
-class Audit:
-    """Every line of a log set, judged against ``message()``."""
-
-    counts: dict[tuple[int, int], int] = field(default_factory=dict)
-    torn: list[str] = field(default_factory=list)
-    out_of_order: list[str] = field(default_factory=list)
-    _last: dict[int, int] = field(default_factory=dict)
-
-    def add(self, line: str) -> None:
-        match = _RECORD.search(line)
-        if match is None:
-            self.torn.append(line)
-            return
-        worker, number = int(match.group(1)), int(match.group(2))
-        if match.group(0) != message(worker, number):
-            self.torn.append(line)
-            return
-        self.counts[(worker, number)] = self.counts.get((worker, number), 0) + 1
-        if number <= self._last.get(worker, -1):
-            self.out_of_order.append(line)
-        self._last[worker] = number
-
-    def missing(self, workers: int, count: int) -> list[tuple[int, int]]:
-        return [(w, n) for w in range(workers) for n in range(count) if (w, n) not in self.counts]
-
-    def doubled(self) -> dict[tuple[int, int], int]:
-        return {key: n for key, n in self.counts.items() if n > 1}
-
-
-def audit(files: Iterable[Path], keep: re.Pattern[str] | None = None) -> Audit:
-    """Read ``files`` in the order given; only lines matching ``keep`` count, if given."""
-    result = Audit()
-    for path in files:
-        with path.open(encoding="utf-8") as handle:
-            for raw in handle:
-                line = raw.rstrip("\n")
-                if keep is None or keep.search(line):
-                    result.add(line)
-    return result
-
-
-def numbered_set(path: Path) -> list[Path]:
-    """``path`` and its numbered backups, oldest first."""
-    backups = sorted(
-        (int(p.name[len(path.name) + 1 :]), p)
-        for p in path.parent.glob(path.name + ".*")
-        if p.name[len(path.name) + 1 :].isdigit()
-    )
-    return [p for _, p in reversed(backups)] + ([path] if path.exists() else [])
-
-
-def dated_set(path: Path) -> list[Path]:
-    """``path`` and its time-stamped backups (``.YYYY-MM-DD_HH-MM-SS``), oldest first."""
-    stamped = sorted(
-        p
-        for p in path.parent.glob(path.name + ".*")
-        if re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d", p.name[len(path.name) + 1 :])
-    )
-    return stamped + ([path] if path.exists() else [])
-
-
-def blocked_on_lock(pid: int) -> bool:
-    """True when ``pid`` is waiting for a file lock (Linux ``/proc/locks``)."""
-    with open("/proc/locks") as locks:
-        return any(
-            fields[1] == "->" and fields[5] == str(pid)
-            for fields in (line.split() for line in locks)
-            if len(fields) > 5
-        )
-
-
-def wait_until(condition: Any, timeout: float = 30.0) -> bool:
-    """Poll ``condition`` (a state in the kernel, such as /proc/locks) until true or timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.005)
-    return bool(condition())

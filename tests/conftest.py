@@ -49,6 +49,28 @@ def _restore_logging() -> Iterator[None]:
     root.setLevel(level)
 
 
+@pytest.fixture(autouse=True)
+def _no_leaked_logger_handlers() -> Iterator[None]:
+    """Fail a test that leaves a handler on a non-root logger: the next funnel would route
+    to it (and turn line mode off), so later tests would test something else."""
+    before = _named_handlers()
+    yield
+    leaked = {
+        name: handlers
+        for name, handlers in _named_handlers().items()
+        if handlers - before.get(name, set())
+    }
+    assert leaked == {}, f"handlers left on loggers: {leaked}"
+
+
+def _named_handlers() -> dict[str, set[int]]:
+    return {
+        name: {id(h) for h in logger.handlers}
+        for name, logger in list(logging.Logger.manager.loggerDict.items())
+        if isinstance(logger, logging.Logger) and logger.handlers
+    }
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # Spawned children re-import test helpers by module name; make sure the
     # tests folder is importable in them whatever pytest's import mode is.

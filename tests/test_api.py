@@ -1,4 +1,4 @@
-"""The public surface: what `import logfunnel` offers and what it costs."""
+"""The public surface: what `import logfunnel` offers, and what it costs every worker."""
 
 from __future__ import annotations
 
@@ -8,33 +8,60 @@ import sys
 import logfunnel
 
 
-class TestPublicNames:
-    def test_all_lists_exactly_the_public_names(self) -> None:
-        """__all__ matches the names the package exposes without a leading underscore."""
-        public = {
-            name
-            for name in vars(logfunnel)
-            if not name.startswith("_")
-            and name not in {"annotations", "version", "PackageNotFoundError"}
-        }
-        public.add("__version__")
-        assert sorted(logfunnel.__all__) == sorted(public)
+def _modules_after(code: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys\nprint('\\n'.join(sorted(sys.modules)))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return set(out.split())
 
+
+class TestWhatWorkersImport:
+    def test_attach_pulls_in_only_the_producer(self) -> None:
+        """``import logfunnel`` plus ``attach`` and ``FunnelHandler`` load no collector, sink,
+        file or CLI code, and none of the costly modules a worker does not need yet."""
+        loaded = _modules_after("import logfunnel\nfrom logfunnel import attach, FunnelHandler")
+        ours = {m for m in loaded if m.startswith("logfunnel.")}
+        assert {m.split(".")[1] for m in ours} <= {"_producer", "_protocol", "_threads"}
+        costly = {
+            "asyncio",
+            "argparse",
+            "concurrent.futures",
+            "multiprocessing.pool",
+            "pickletools",
+            "importlib.metadata",
+            "typing",
+            "json",
+            "socket",
+            "selectors",
+            "dataclasses",
+            "hmac",
+            "secrets",
+            "ssl",
+            "urllib.parse",
+            "multiprocessing",
+        }
+        assert loaded & costly == set()
+
+    def test_the_version_is_read_when_asked(self) -> None:
+        """``__version__`` is read from the package metadata on first use, not at import."""
+        assert "importlib.metadata" not in _modules_after("import logfunnel")
+        loaded = _modules_after("import logfunnel\nprint(logfunnel.__version__)")
+        assert "importlib.metadata" in loaded
+
+    def test_all_lists_exactly_the_public_names(self) -> None:
+        """``__all__`` names every public name, and each of them can be imported."""
+        for name in logfunnel.__all__:
+            assert getattr(logfunnel, name) is not None
+        public = {n for n in dir(logfunnel) if not n.startswith("_")}
+        assert public <= set(logfunnel.__all__)
+
+
+class TestVersion:
     def test_version_is_the_installed_distribution(self) -> None:
         """__version__ comes from the package metadata."""
         from importlib.metadata import version
 
         assert logfunnel.__version__ == version("logfunnel")
-
-
-class TestImportCost:
-    def test_import_pulls_in_no_heavy_modules(self) -> None:
-        """Every worker imports logfunnel: that must not drag in pools, asyncio or argparse."""
-        code = "import sys, logfunnel; print(' '.join(sorted(sys.modules)))"
-        out = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, check=True
-        )
-        loaded = set(out.stdout.split())
-        assert "logfunnel" in loaded
-        heavy = {"asyncio", "argparse", "concurrent.futures", "multiprocessing.pool", "pickletools"}
-        assert loaded & heavy == set()

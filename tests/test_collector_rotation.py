@@ -9,6 +9,7 @@ from pathlib import Path
 
 import _strategy_workers as workers
 import pytest
+from _support import audit, dated_set, numbered_set, run_all
 
 import logfunnel
 
@@ -51,7 +52,7 @@ def run_workers(
 ) -> None:
     with funnel:
         args = [(w, count, seconds, pace) for w in range(procs)]
-        workers.run_all(funnel.context(start_method), workers.funnel_worker, args)
+        run_all(funnel.context(start_method), workers.funnel_worker, args)
         assert funnel.stats.gaps == 0
 
 
@@ -65,7 +66,7 @@ def check_size_rotation(
     numbers = sorted(int(n.rsplit(".", 1)[1]) for n in names)
     assert numbers == list(range(1, len(numbers) + 1))
     assert len(numbers) >= 70
-    result = workers.audit(workers.numbered_set(path))
+    result = audit(numbered_set(path))
     assert result.torn == []
     assert result.missing(procs, count) == []
     assert result.doubled() == {}
@@ -99,7 +100,7 @@ class TestSizeRotation:
             "funnel.log.2",
             "funnel.log.3",
         ]
-        result = workers.audit(workers.numbered_set(path))
+        result = audit(numbered_set(path))
         assert result.torn == []
         assert result.doubled() == {}
         assert result.out_of_order == []
@@ -116,7 +117,7 @@ def check_time_rotation(
     stamp = r"funnel\.log\.\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d"
     assert [n for n in names if not re.fullmatch(stamp, n)] == []
     assert len(names) >= rotations
-    result = workers.audit(workers.dated_set(path))
+    result = audit(dated_set(path))
     assert result.torn == []
     assert result.doubled() == {}
     assert result.out_of_order == []

@@ -12,95 +12,31 @@ import signal
 import socket
 import threading
 from pathlib import Path
-from typing import Any
 
 import _hardening_workers as hw
 import pytest
+from _support import JOIN_TIMEOUT, FileRecords, Records, join_all
 
 import logfunnel
 from logfunnel._protocol._codec import KIND_HELLO, PROTOCOL_VERSION, encode_json
 from logfunnel._sinks import _guard
 
-JOIN_TIMEOUT = 60
-
-
-class Capture(logging.Handler):
-    """A sink that keeps every record it is given, in order."""
-
-    def __init__(self, level: int = logging.NOTSET) -> None:
-        super().__init__(level)
-        self.records: list[logging.LogRecord] = []
-        self.changed = threading.Condition()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        with self.changed:
-            self.records.append(record)
-            self.changed.notify_all()
-
-    def wait_for(self, message: str, timeout: float = JOIN_TIMEOUT) -> bool:
-        """Wait until a record with this message has arrived."""
-        with self.changed:
-            return self.changed.wait_for(
-                lambda: any(r.getMessage() == message for r in self.records[-50:]), timeout
-            )
-
-    def messages(self, name: str | None = "worker") -> list[str]:
-        return [r.getMessage() for r in self.records if name is None or r.name == name]
-
-    def own(self, level: int = logging.NOTSET) -> list[str]:
-        """What the collector itself reported."""
-        return [
-            r.getMessage() for r in self.records if r.name == "logfunnel" and r.levelno >= level
-        ]
-
-
-class LineCapture:
-    """A file sink, so that producers send bare lines (line mode), read back with
-    Capture's questions once the funnel has stopped."""
-
-    # Long enough that a cut 60 bytes into a record's line is inside it.
-    FORMAT = "%(levelno)d|%(name)s|%(asctime)s|%(pathname)s|%(message)s"
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.handler = logging.FileHandler(path, encoding="utf-8")
-        self.handler.setFormatter(logging.Formatter(self.FORMAT))
-
-    def _records(self) -> list[tuple[int, str, str]]:
-        records = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            levelno, name, _, _, message = line.split("|", 4)
-            records.append((int(levelno), name, message))
-        return records
-
-    def messages(self, name: str | None = "worker") -> list[str]:
-        return [m for _, n, m in self._records() if name is None or n == name]
-
-    def own(self, level: int = logging.NOTSET) -> list[str]:
-        return [m for lv, n, m in self._records() if n == "logfunnel" and lv >= level]
-
 
 @pytest.fixture(params=["records", "lines"])
-def sink(request: pytest.FixtureRequest, tmp_path: Path) -> Capture | LineCapture:
+def sink(request: pytest.FixtureRequest, tmp_path: Path) -> Records | FileRecords:
     """A record sink (frames on the wire) or a file sink (bare lines on the wire)."""
-    return Capture() if request.param == "records" else LineCapture(tmp_path / "app.log")
+    return Records() if request.param == "records" else FileRecords(tmp_path / "app.log")
 
 
-def sinks_of(sink: Capture | LineCapture) -> list[logging.Handler]:
-    return [sink.handler if isinstance(sink, LineCapture) else sink]
+def sinks_of(sink: Records | FileRecords) -> list[logging.Handler]:
+    return [sink.handler if isinstance(sink, FileRecords) else sink]
 
 
-def assert_mode(sink: Capture | LineCapture) -> None:
+def assert_mode(sink: Records | FileRecords) -> None:
     """The running funnel uses the wire mode ``sink`` stands for: frames, or bare lines."""
     handler = logfunnel.attached()
     assert handler is not None
-    assert (handler.config["lines"] is not None) == isinstance(sink, LineCapture)
-
-
-def join_all(procs: list[Any]) -> None:
-    for proc in procs:
-        proc.join(JOIN_TIMEOUT)
-        assert proc.exitcode is not None, f"{proc.name} did not finish"
+    assert (handler.config["lines"] is not None) == isinstance(sink, FileRecords)
 
 
 def numbers_by_producer(messages: list[str]) -> dict[int, list[int]]:
@@ -127,7 +63,7 @@ def wait_for_exit(pid: int, timeout: float) -> bool:
 
 class TestProducerDeath:
     def test_sigkill_mid_frame_spares_the_other_producers(
-        self, start_method: str, sink: Capture | LineCapture
+        self, start_method: str, sink: Records | FileRecords
     ) -> None:
         """A producer killed half-way through a frame (or a line) costs only that record,
         counted and logged."""
@@ -146,7 +82,7 @@ class TestProducerDeath:
         assert "torn" not in capture.messages()
         assert (stats.partial_frames, stats.bad_connections, stats.gaps) == (1, 0, 0)
         (warning,) = capture.own(logging.WARNING)
-        unit = "line" if isinstance(sink, LineCapture) else "frame"
+        unit = "line" if isinstance(sink, FileRecords) else "frame"
         assert re.fullmatch(
             rf"logfunnel: pid \d+ on \S+ ended inside a {unit}; "
             r"discarded \d+ partial bytes",
@@ -155,7 +91,7 @@ class TestProducerDeath:
 
     @pytest.mark.parametrize("cut", [1, 4, 5, 60, -1], ids=lambda c: f"cut{c}")
     def test_every_cut_point_of_a_frame(
-        self, start_method: str, cut: int, sink: Capture | LineCapture
+        self, start_method: str, cut: int, sink: Records | FileRecords
     ) -> None:
         """Death after 1, 4, 5 (a frame header), 60 or all-but-one bytes of a frame or a
         line: one partial record, counted."""
@@ -173,7 +109,7 @@ class TestProducerDeath:
 
     @pytest.mark.parametrize("cut", [3, 20], ids=lambda c: f"cut{c}")
     def test_death_inside_the_handshake(
-        self, start_method: str, cut: int, sink: Capture | LineCapture
+        self, start_method: str, cut: int, sink: Records | FileRecords
     ) -> None:
         """A producer killed half-way through its hello is counted and hurts nobody, with
         frames or lines to follow."""
@@ -192,7 +128,7 @@ class TestProducerDeath:
         assert (stats.partial_frames, stats.bad_connections) == (1, 0)
 
     def test_producer_gone_before_reading_its_handshake_answer(
-        self, sink: Capture | LineCapture
+        self, sink: Records | FileRecords
     ) -> None:
         """A peer that says hello and vanishes before the answer (frames or lines) costs the
         collector nothing."""
@@ -218,7 +154,7 @@ class TestProducerDeath:
         assert capture.own(logging.ERROR) == []
 
     def test_random_sigkill_while_streaming_big_frames(
-        self, start_method: str, sink: Capture | LineCapture
+        self, start_method: str, sink: Records | FileRecords
     ) -> None:
         """SIGKILL at an arbitrary point of 200 KiB frames: a whole, gap-free prefix arrives.
 
@@ -248,7 +184,7 @@ class TestProducerDeath:
 
 class TestForkWhileLogging:
     def test_fork_while_another_thread_is_mid_frame(
-        self, start_method: str, sink: Capture | LineCapture
+        self, start_method: str, sink: Records | FileRecords
     ) -> None:
         """200 forks, each while another thread holds the handler half-way through a frame
         (or a line)."""
@@ -273,7 +209,7 @@ class TestForkWhileLogging:
 
     def test_fork_while_another_thread_is_inside_attach(self, start_method: str) -> None:
         """A fork child can attach although a parent thread held attach()'s lock at the fork."""
-        capture = Capture()
+        capture = Records()
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
@@ -292,7 +228,7 @@ class TestCollectorGone:
         self, start_method: str, tmp_path: Path
     ) -> None:
         """Records logged after the collector stopped are written to stderr and counted."""
-        capture = Capture()
+        capture = Records()
         err = tmp_path / "child.err"
         funnel = logfunnel.Funnel(handlers=[capture]).start()
         ctx = funnel.context(start_method)
@@ -316,7 +252,7 @@ class TestCollectorGone:
 
     def test_stop_while_a_producer_keeps_logging(self, start_method: str, tmp_path: Path) -> None:
         """stop() ends although a producer never pauses; each record is in the sink or on stderr."""
-        capture = Capture()
+        capture = Records()
         err = tmp_path / "child.err"
         funnel = logfunnel.Funnel(handlers=[capture]).start()
         ctx = funnel.context(start_method)
@@ -367,7 +303,7 @@ class TestCollectorGone:
         self, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
     ) -> None:
         """A record sent after stop's last read, just before the close, is refused, not lost."""
-        capture = Capture()
+        capture = Records()
         funnel = logfunnel.Funnel(handlers=[capture], attach_main=False).start()
         late = logfunnel.FunnelHandler(funnel.address)
         late.connect()
@@ -398,7 +334,7 @@ class TestCollectorGone:
                 if record.getMessage() == "die":
                     raise SystemExit("a sink that ends the thread it runs on")
 
-        capture = Capture()
+        capture = Records()
         with logfunnel.Funnel(handlers=[Fatal(), capture]) as funnel:
             log = logging.getLogger("worker")
             log.warning("die")
@@ -481,7 +417,7 @@ class TestParentCrash:
     def test_process_collector_refuses_handler_objects(self) -> None:
         """Handler objects cannot cross processes: collector="process" says what to give instead."""
         with pytest.raises(TypeError, match="cannot take handler objects"):
-            logfunnel.Funnel(handlers=[Capture()], collector="process")
+            logfunnel.Funnel(handlers=[Records()], collector="process")
         with pytest.raises(ValueError, match="needs its sinks as configuration"):
             logfunnel.Funnel(collector="process")
         bad = {"version": 1, "handlers": {"h": {"class": "no.such.Handler"}}}
@@ -496,14 +432,13 @@ class Raising(logging.Handler):
         raise OSError(errno.ENOSPC, "No space left on device")
 
 
-class FirstCallSlow(logging.Handler):
+class FirstCallSlow(Records):
     """A sink whose first call takes longer than the slow-sink threshold, then blocks on a gate."""
 
     def __init__(self) -> None:
         super().__init__()
         self.gate = threading.Event()
         self.first = True
-        self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         if self.first:
@@ -511,7 +446,7 @@ class FirstCallSlow(logging.Handler):
             threading.Event().wait(_guard.SLOW_SINK * 2)  # a slow disk, not test sync
         else:
             self.gate.wait(60)
-        self.records.append(record)
+        super().emit(record)
 
 
 class TestSinks:
@@ -519,7 +454,7 @@ class TestSinks:
         self, start_method: str, capfd: pytest.CaptureFixture[str]
     ) -> None:
         """A raising sink and a full disk are counted and reported; the good sink gets all."""
-        capture = Capture()
+        capture = Records()
         full_disk = logging.FileHandler("/dev/full")  # every flush fails with ENOSPC
         with logfunnel.Funnel(handlers=[Raising(), full_disk, capture]) as funnel:
             ctx = funnel.context(start_method)
@@ -546,7 +481,7 @@ class TestSinks:
         self, start_method: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """After one slow call a sink gets its own thread: the others get every record meanwhile."""
-        capture, slow = Capture(), FirstCallSlow()
+        capture, slow = Records(), FirstCallSlow()
         monkeypatch.setattr(_guard, "SLOW_SINK", 0.1)
         with logfunnel.Funnel(handlers=[slow, capture]) as funnel:
             ctx = funnel.context(start_method)
@@ -561,7 +496,7 @@ class TestSinks:
             slow.gate.set()
         assert stats.slow_sinks == 1
         assert numbers_by_producer(capture.messages()) == {0: list(range(2000))}
-        got = [r.getMessage() for r in slow.records if r.name == "worker"]
+        got = slow.messages()
         assert got == [f"p0 n{n}" for n in range(2000)] + ["last"]
         assert any("now runs in its own thread" in m for m in capture.own(logging.WARNING))
 
@@ -569,7 +504,7 @@ class TestSinks:
         self, start_method: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A sink that finishes nothing for the stall timeout loses its records, counted."""
-        capture, stuck = Capture(), FirstCallSlow()
+        capture, stuck = Records(), FirstCallSlow()
         monkeypatch.setattr(_guard, "SLOW_SINK", 0.1)
         monkeypatch.setattr(_guard, "STALL_TIMEOUT", 0.3)
         monkeypatch.setattr(_guard, "QUEUE_RECORDS", 10)
@@ -587,7 +522,7 @@ class TestSinks:
         # Each record exactly once: delivered to the stuck sink (in order, never twice)
         # or dropped for it and counted.
         sent = [f"p0 n{n}" for n in range(300)] + ["last"]
-        got = [r.getMessage() for r in stuck.records if r.name == "worker"]
+        got = stuck.messages()
         delivered = set(got)
         assert got == [m for m in sent if m in delivered]
         assert len(got) + funnel.stats.sink_dropped == len(sent)

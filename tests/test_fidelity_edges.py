@@ -20,10 +20,10 @@ from pathlib import Path
 
 import _edge_workers
 import pytest
+from _support import JOIN_TIMEOUT, Records
 
 import logfunnel
 
-JOIN_TIMEOUT = 60
 HERE = Path(__file__).parent
 
 #: Start methods whose children write to this process's stderr, where capfd sees it:
@@ -32,20 +32,6 @@ HERE = Path(__file__).parent
 own_stderr = pytest.mark.parametrize(
     "start_method", [m for m in ("fork", "spawn") if m in multiprocessing.get_all_start_methods()]
 )
-
-
-class Records(logging.Handler):
-    """Keeps every record it is given."""
-
-    def __init__(self, level: int = logging.NOTSET) -> None:
-        super().__init__(level)
-        self.buffer: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.buffer.append(record)
-
-    def messages(self, name: str | None = None) -> list[str]:
-        return [r.getMessage() for r in self.buffer if name is None or r.name == name]
 
 
 class PidFile(logging.FileHandler):
@@ -72,7 +58,7 @@ class TestLevels:
             logging.getLogger("parent").debug("parent debug")
             run_in_pool(funnel, start_method, _edge_workers.every_level, "child")
         assert during == logging.INFO
-        assert sink.messages() == ["child info", "child warning", "child error"]
+        assert sink.messages(None) == ["child info", "child warning", "child error"]
 
     def test_parent_logger_levels_and_flags_reach_workers(self, start_method: str) -> None:
         """A logger's level, propagate and disabled flags and logging.disable() set in the
@@ -102,7 +88,7 @@ class TestLevels:
         assert state["noisy"][:3] == (logging.ERROR, True, False)
         assert state["muted"][:3] == (logging.NOTSET, True, True)
         assert state["private"][:3] == (logging.NOTSET, False, False)
-        assert sink.messages() == [
+        assert sink.messages(None) == [
             "noisy error",
             "chatty debug",
             "chatty info",
@@ -119,7 +105,7 @@ class TestLevels:
                 run_in_pool(funnel, start_method, _edge_workers.every_level, "child")
         finally:
             logging.disable(logging.NOTSET)
-        assert sink.messages() == ["child warning", "child error"]
+        assert sink.messages(None) == ["child warning", "child error"]
 
     def test_level_argument_sets_the_root_level_while_running(self, start_method: str) -> None:
         """Funnel(level="INFO") sets the root level as basicConfig(level=...) does, in every
@@ -131,7 +117,7 @@ class TestLevels:
             during = root.level
             run_in_pool(funnel, start_method, _edge_workers.every_level, "child")
         assert (during, root.level) == (logging.INFO, logging.ERROR)
-        assert sink.messages() == ["child info", "child warning", "child error"]
+        assert sink.messages(None) == ["child info", "child warning", "child error"]
 
     def test_handler_level_is_the_lowest_sink_level(self, start_method: str) -> None:
         """A worker's funnel handler takes the lowest sink level, not its root logger."""
@@ -250,8 +236,8 @@ class TestNonRootHandlers:
             logger.removeHandler(own)
             logger.propagate = True
             logger.setLevel(logging.NOTSET)
-        assert own.messages() == ["secluded.part warning", "secluded.part error"]
-        assert sink.messages() == []
+        assert own.messages(None) == ["secluded.part warning", "secluded.part error"]
+        assert sink.messages(None) == []
 
     def test_a_record_meeting_the_handler_twice_is_sent_once(self) -> None:
         """A record that passes two loggers carrying the funnel's handler is sent once."""
@@ -265,7 +251,8 @@ class TestNonRootHandlers:
             stats_records = funnel.stats.records
         finally:
             logging.getLogger("branch").removeHandler(branch)
-        assert (branch.messages(), sink.messages(), stats_records) == (["once"], ["once"], 1)
+        got = (branch.messages(None), sink.messages(None), stats_records)
+        assert got == (["once"], ["once"], 1)
 
 
 class TestSigterm:
@@ -334,7 +321,6 @@ class TestSigterm:
         assert handler == signal.SIG_DFL
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
-
     def test_a_funnel_stopped_from_another_thread_leaves_workers_the_default(
         self, start_method: str
     ) -> None:
@@ -380,7 +366,10 @@ class TestAfterStop:
             logger.propagate = True
             handler.close()
         err = capfd.readouterr().err
-        written = sink.messages() if isinstance(sink, Records) else path.read_text().splitlines()
+        if isinstance(sink, Records):
+            written = sink.messages(None)
+        else:
+            written = path.read_text().splitlines()
         assert written == ["before stop"]
         assert fallbacks == 3
         for number in range(3):
@@ -438,7 +427,7 @@ class TestAfterStop:
         proc.join(JOIN_TIMEOUT)
         assert proc.exitcode == 0
         err = capfd.readouterr().err
-        assert sink.messages() == ["before the stop"]
+        assert sink.messages(None) == ["before the stop"]
         assert err.count("4 record(s) could not be sent") == 1
 
 
@@ -471,7 +460,7 @@ class TestWhatUsersSee:
         assert proc.exitcode == 1
         err = capfd.readouterr().err
         formatter = logging.Formatter()
-        texts = [formatter.format(record) for record in sink.buffer]
+        texts = [formatter.format(record) for record in sink.records]
         assert any("Traceback (most recent call last)" in text for text in texts)
         assert any("Stack (most recent call last)" in text for text in texts)
         package = os.path.dirname(logfunnel.__file__)

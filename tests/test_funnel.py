@@ -20,33 +20,12 @@ from typing import Any
 
 import _workers
 import pytest
+from _support import JOIN_TIMEOUT, Records, join_all, numbered_set, read_lines
 
 import logfunnel
 
-JOIN_TIMEOUT = 60
 
-
-class Capture(logging.Handler):
-    """A sink that keeps every record it is given, in order."""
-
-    def __init__(self, level: int = logging.NOTSET) -> None:
-        super().__init__(level)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def messages(self, name: str | None = "worker") -> list[str]:
-        return [r.getMessage() for r in self.records if name is None or r.name == name]
-
-
-def join_all(procs: list[Any]) -> None:
-    for proc in procs:
-        proc.join(JOIN_TIMEOUT)
-        assert proc.exitcode is not None, f"{proc.name} did not finish"
-
-
-def task_records(capture: Capture) -> dict[tuple[int, int], int]:
+def task_records(capture: Records) -> dict[tuple[int, int], int]:
     counts: dict[tuple[int, int], int] = {}
     for message in capture.messages():
         match = re.fullmatch(r"task (\d+) record (\d+)", message)
@@ -56,7 +35,7 @@ def task_records(capture: Capture) -> dict[tuple[int, int], int]:
     return counts
 
 
-def assert_all_once(capture: Capture, tasks: int, count: int) -> None:
+def assert_all_once(capture: Records, tasks: int, count: int) -> None:
     counts = task_records(capture)
     expected = {(t, n) for t in range(tasks) for n in range(count)}
     missing = expected - counts.keys()
@@ -84,17 +63,7 @@ class TestTheIssueProgram:
             join_all(procs)
             with ctx.Pool(4) as pool:
                 pool.map(_workers.steps, range(10, 20))
-        lines = []
-        for name in [
-            "mptest4.log.5",
-            "mptest4.log.4",
-            "mptest4.log.3",
-            "mptest4.log.2",
-            "mptest4.log.1",
-            "mptest4.log",
-        ]:
-            if (tmp_path / name).exists():
-                lines += (tmp_path / name).read_text().splitlines()
+        lines = read_lines(numbered_set(path))
         seen: dict[tuple[int, int], int] = {}
         last: dict[tuple[str, int], int] = {}
         for line in lines:
@@ -111,7 +80,7 @@ class TestTheIssueProgram:
 class TestNothingLost:
     def test_pool_with_block_terminate_loses_nothing(self, start_method: str) -> None:
         """Tasks that log right before returning keep every record through terminate()."""
-        capture = Capture()
+        capture = Records()
         with (
             logfunnel.Funnel(handlers=[capture]) as funnel,
             funnel.context(start_method).Pool(8) as pool,
@@ -121,7 +90,7 @@ class TestNothingLost:
 
     def test_os_exit_after_logging(self, start_method: str) -> None:
         """A worker that leaves with os._exit has already delivered what it logged."""
-        capture = Capture()
+        capture = Records()
         with logfunnel.Funnel(handlers=[capture]) as funnel:
             ctx = funnel.context(start_method)
             procs = [ctx.Process(target=_workers.exit_hard, args=(t, 500)) for t in range(3)]
@@ -133,7 +102,7 @@ class TestNothingLost:
 
     def test_sigkill_after_logging_calls_returned(self, start_method: str) -> None:
         """SIGKILL right after the logging calls returned loses none of those records."""
-        capture = Capture()
+        capture = Records()
         with logfunnel.Funnel(handlers=[capture]) as funnel:
             ctx = funnel.context(start_method)
             logged, never = ctx.Event(), ctx.Event()
@@ -147,7 +116,7 @@ class TestNothingLost:
 
     def test_raising_worker_keeps_its_records_and_logs_its_crash(self, start_method: str) -> None:
         """Records before an uncaught exception arrive, and so does the crash with its traceback."""
-        capture = Capture()
+        capture = Records()
         with logfunnel.Funnel(handlers=[capture]) as funnel:
             proc = funnel.context(start_method).Process(target=_workers.raise_after, args=(0, 300))
             proc.start()
@@ -163,7 +132,7 @@ class TestNothingLost:
 
     def test_stop_drains_what_was_sent(self, start_method: str) -> None:
         """Records already sent when stop() is called are all written before it returns."""
-        capture = Capture()
+        capture = Records()
         funnel = logfunnel.Funnel(handlers=[capture]).start()
         proc = funnel.context(start_method).Process(target=_workers.exit_hard, args=(0, 3000))
         proc.start()
@@ -175,7 +144,7 @@ class TestNothingLost:
 class TestNothingTornOrDoubled:
     def test_multiline_and_64k_records_arrive_whole_once(self, start_method: str) -> None:
         """8 processes x 5,000 records, multi-line and 64 KiB ones mixed in: each whole, once."""
-        capture = Capture()
+        capture = Records()
         workers, count = 8, 5000
         with logfunnel.Funnel(handlers=[capture]) as funnel:
             ctx = funnel.context(start_method)
@@ -202,7 +171,7 @@ class TestNothingTornOrDoubled:
 class TestAttach:
     def test_pool_initializer_attach(self, start_method: str) -> None:
         """A plain multiprocessing Pool attaches through initializer=attach."""
-        capture = Capture()
+        capture = Records()
         with logfunnel.Funnel(handlers=[capture]) as funnel:
             ctx = multiprocessing.get_context(start_method)
             with ctx.Pool(2, initializer=logfunnel.attach, initargs=(funnel.address,)) as pool:
@@ -211,7 +180,7 @@ class TestAttach:
 
     def test_process_pool_executor_initializer(self, start_method: str) -> None:
         """ProcessPoolExecutor attaches through initializer=attach."""
-        capture = Capture()
+        capture = Records()
         with logfunnel.Funnel(handlers=[capture]) as funnel:  # noqa: SIM117 - the pool needs the address
             with concurrent.futures.ProcessPoolExecutor(
                 2,
@@ -224,7 +193,7 @@ class TestAttach:
 
     def test_process_pool_executor_with_funnel_context(self, start_method: str) -> None:
         """ProcessPoolExecutor(mp_context=funnel.context()) needs no initializer."""
-        capture = Capture()
+        capture = Records()
         with logfunnel.Funnel(handlers=[capture]) as funnel:
             ctx = funnel.context(start_method)
             with concurrent.futures.ProcessPoolExecutor(2, mp_context=ctx) as pool:
@@ -233,7 +202,7 @@ class TestAttach:
 
     def test_attach_twice_does_not_double(self, start_method: str) -> None:
         """Calling attach() twice in a child sends each record once."""
-        capture = Capture()
+        capture = Records()
         with logfunnel.Funnel(handlers=[capture]) as funnel:
             ctx = multiprocessing.get_context(start_method)
             proc = ctx.Process(target=_workers.attach_then_steps, args=(funnel.address, 0, 100))
@@ -243,7 +212,7 @@ class TestAttach:
 
     def test_fork_child_of_attached_process_connects_on_its_own(self, start_method: str) -> None:
         """A grandchild made by os.fork connects on its own; the parent's stream stays intact."""
-        capture = Capture()
+        capture = Records()
         with logfunnel.Funnel(handlers=[capture]) as funnel:
             proc = funnel.context(start_method).Process(target=_workers.forks_a_grandchild)
             proc.start()
@@ -259,7 +228,7 @@ class TestAttach:
 
     def test_main_process_is_attached_while_running(self) -> None:
         """The parent's own records reach the sinks, and its root logger is restored afterwards."""
-        capture = Capture()
+        capture = Records()
         root = logging.getLogger()
         before = (root.handlers[:], root.level)
         with logfunnel.Funnel(handlers=[capture]):
@@ -270,7 +239,7 @@ class TestAttach:
 
     def test_detach_and_attach_again_is_no_gap(self) -> None:
         """A new handler in the same process starts its own count: no false gap reported."""
-        capture = Capture()
+        capture = Records()
         with logfunnel.Funnel(handlers=[capture]) as funnel:
             assert funnel._collector is not None
             for number in range(3):
@@ -316,7 +285,7 @@ class TestAttach:
 class TestRecords:
     def test_standard_attributes_and_extra_survive(self, start_method: str) -> None:
         """Process, thread, location, exception, stack and extra fields all reach the sink."""
-        capture = Capture()
+        capture = Records()
         formatter = logging.Formatter(
             "%(user)s|%(processName)s|%(funcName)s|%(levelname)s|%(message)s"
         )
@@ -350,7 +319,7 @@ class TestRecords:
 
     def test_worker_side_level_filters_before_sending(self, start_method: str) -> None:
         """Records below every sink's level are not sent; the root level stays the parent's."""
-        capture = Capture(logging.WARNING)
+        capture = Records(logging.WARNING)
         with logfunnel.Funnel(handlers=[capture]) as funnel:
             ctx = funnel.context(start_method)
             with ctx.Pool(1) as pool:
@@ -363,7 +332,7 @@ class TestRecords:
 
     def test_root_handlers_are_the_default_sinks(self, start_method: str) -> None:
         """After basicConfig-style set-up, Funnel() uses the root logger's handlers and level."""
-        capture = Capture()
+        capture = Records()
         root = logging.getLogger()
         root.handlers[:] = [capture]
         root.setLevel(logging.INFO)
@@ -380,7 +349,7 @@ class TestBadInput:
         self, start_method: str, capfd: pytest.CaptureFixture[str]
     ) -> None:
         """Unpicklable, broken, surrogate, 10 MiB and odd-extra records all arrive readable."""
-        capture = Capture()
+        capture = Records()
         with logfunnel.Funnel(handlers=[capture]) as funnel:
             proc = funnel.context(start_method).Process(target=_workers.bad_inputs)
             proc.start()
@@ -405,7 +374,7 @@ class TestBadInput:
 class TestPrivacy:
     def test_local_socket_is_in_a_private_directory(self) -> None:
         """On POSIX the socket lives in a 0700 directory, removed at stop."""
-        with logfunnel.Funnel(handlers=[Capture()]) as funnel:
+        with logfunnel.Funnel(handlers=[Records()]) as funnel:
             assert funnel.address.startswith("unix:")
             directory = Path(funnel.address[len("unix:") :]).parent
             assert stat.S_IMODE(directory.stat().st_mode) == 0o700
@@ -414,7 +383,7 @@ class TestPrivacy:
 
     def test_a_pickle_on_the_wire_is_bad_input_not_code(self, tmp_path: Path) -> None:
         """A pickle sent as a frame is never unpickled: the connection is closed, others go on."""
-        capture = Capture()
+        capture = Records()
         marker = tmp_path / "pwned"
 
         class Exploit:
@@ -441,7 +410,7 @@ class TestPrivacy:
 
     def test_tcp_peer_with_wrong_key_is_refused(self) -> None:
         """Over TCP a peer without the key is dropped before any record is read."""
-        capture = Capture()
+        capture = Records()
         with logfunnel.Funnel(handlers=[capture], listen="tcp://127.0.0.1:0") as funnel:
             assert "?key=" in funnel.address
             wrong = re.sub(r"key=[0-9a-f]+", "key=" + "00" * 32, funnel.address)
@@ -458,7 +427,7 @@ class TestPrivacy:
 class TestLifecycle:
     def test_stop_is_idempotent_and_start_is_once(self) -> None:
         """stop() twice is harmless; a second start() raises."""
-        funnel = logfunnel.Funnel(handlers=[Capture()])
+        funnel = logfunnel.Funnel(handlers=[Records()])
         with pytest.raises(RuntimeError, match="start"):
             _ = funnel.address
         funnel.start()
@@ -484,7 +453,7 @@ class TestLifecycle:
 
     def test_threads_of_one_process_keep_their_order(self) -> None:
         """Records of each thread arrive in the order that thread logged them."""
-        capture = Capture()
+        capture = Records()
         with logfunnel.Funnel(handlers=[capture]):
 
             def run(index: int) -> None:

@@ -1,17 +1,14 @@
-"""The package's shape: a record's way reads top to bottom, and workers import little.
+"""The package's shape: a record's way reads top to bottom.
 
 A record goes producer -> protocol -> collector -> sinks. No module may import
 one of a layer the record has already left (the producer never imports
 collector code, the protocol imports no layer at all), and the file strategies
-share nothing with the collector's path. Every worker imports logfunnel, so
-what ``import logfunnel`` and ``attach`` pull in is listed here too.
+share nothing with the collector's path. (What workers import: test_api.py.)
 """
 
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -81,49 +78,3 @@ class TestLayers:
         top = {p.stem for p in SRC.glob("*.py")} | {p.name for p in SRC.iterdir() if p.is_dir()}
         known = {*ALLOWED, "__init__", "__main__", "_funnel", "_sigterm", "__pycache__"}
         assert top - known == set()
-
-
-def _modules_after(code: str) -> set[str]:
-    out = subprocess.run(
-        [sys.executable, "-c", f"{code}\nimport sys\nprint('\\n'.join(sorted(sys.modules)))"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return set(out.split())
-
-
-class TestWhatWorkersImport:
-    def test_attach_pulls_in_only_the_producer(self) -> None:
-        """``import logfunnel`` plus ``attach`` and ``FunnelHandler`` load no collector, sink,
-        file or CLI code, and none of the costly modules a worker does not need yet."""
-        loaded = _modules_after("import logfunnel\nfrom logfunnel import attach, FunnelHandler")
-        ours = {m for m in loaded if m.startswith("logfunnel.")}
-        assert {_part(m) for m in ours} <= {"_producer", "_protocol", "_threads"}
-        costly = {
-            "importlib.metadata",
-            "typing",
-            "json",
-            "socket",
-            "selectors",
-            "dataclasses",
-            "hmac",
-            "secrets",
-            "ssl",
-            "urllib.parse",
-            "multiprocessing",
-        }
-        assert loaded & costly == set()
-
-    def test_the_version_is_read_when_asked(self) -> None:
-        """``__version__`` is read from the package metadata on first use, not at import."""
-        assert "importlib.metadata" not in _modules_after("import logfunnel")
-        loaded = _modules_after("import logfunnel\nprint(logfunnel.__version__)")
-        assert "importlib.metadata" in loaded
-
-    def test_all_lists_exactly_the_public_names(self) -> None:
-        """``__all__`` names every public name, and each of them can be imported."""
-        for name in logfunnel.__all__:
-            assert getattr(logfunnel, name) is not None
-        public = {n for n in dir(logfunnel) if not n.startswith("_")}
-        assert public <= set(logfunnel.__all__)

@@ -22,17 +22,16 @@ from pathlib import Path
 import _workers
 import pytest
 from _peers import closed_by_peer, handshake, serve
+from _support import JOIN_TIMEOUT, join_all, numbered_set
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import logfunnel
-from logfunnel._collector import _loop
-from logfunnel._collector._loop import Collector
+from logfunnel._collector._loop import Collector, _loop
 from logfunnel._protocol._address import Address
 from logfunnel._protocol._codec import LINE_LIMIT, FrameError, encode_text
 from logfunnel._sinks._writer import TextWriter
 
-JOIN_TIMEOUT = 60
 #: Each record starts with this, so multi-line records can be told apart.
 MARK = "@@ "
 FORMAT = MARK + "%(message)s"
@@ -115,9 +114,7 @@ class TestOutput:
             ]
             for proc in procs:
                 proc.start()
-            for proc in procs:
-                proc.join(JOIN_TIMEOUT)
-                assert proc.exitcode == 0
+            join_all(procs, exitcode=0)
             stats = funnel.stats
         by_worker: dict[int, list[str]] = {}
         for record in records_of(path.read_text(encoding="utf-8")):
@@ -144,10 +141,8 @@ class TestOutput:
             procs = [ctx.Process(target=_workers.mixed_records, args=(w, 1000)) for w in range(2)]
             for proc in procs:
                 proc.start()
-            for proc in procs:
-                proc.join(JOIN_TIMEOUT)
-                assert proc.exitcode == 0
-        files = [*sorted(tmp_path.glob("app.log.*"), key=lambda p: -int(p.suffix[1:])), path]
+            join_all(procs, exitcode=0)
+        files = numbered_set(path)
         assert len(files) > 25
         found: dict[int, list[str]] = {}
         for file in files:
@@ -173,7 +168,7 @@ class TestOutput:
         writer.pending += [bytearray(b"aaaa\nbbbb\ncccc\n"), b"dd\nee\n", bytearray(b"ffff\n")]
         writer.flush()
         sink.close()
-        files = [*sorted(tmp_path.glob("app.log.*"), key=lambda p: -int(p.suffix[1:])), path]
+        files = numbered_set(path)
         assert [file.read_bytes() for file in files] == [
             b"aaaa\n",
             b"bbbb\n",

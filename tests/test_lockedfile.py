@@ -16,11 +16,32 @@ from typing import Any
 
 import _strategy_workers as workers
 import pytest
+from _support import JOIN_TIMEOUT, Audit, audit, dated_set, join_all, numbered_set, run_all
 
 import logfunnel
 from logfunnel._files import _locked
 
 HAS_PROC_LOCKS = os.path.exists("/proc/locks")
+
+
+def blocked_on_lock(pid: int) -> bool:
+    """True when ``pid`` is waiting for a file lock (Linux ``/proc/locks``)."""
+    with open("/proc/locks") as locks:
+        return any(
+            fields[1] == "->" and fields[5] == str(pid)
+            for fields in (line.split() for line in locks)
+            if len(fields) > 5
+        )
+
+
+def wait_until(condition: Any, timeout: float = 30.0) -> bool:
+    """Poll ``condition`` (a state in the kernel, such as /proc/locks) until true or timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.005)
+    return bool(condition())
 
 
 def lock_file(path: Path) -> Path:
@@ -49,11 +70,11 @@ def check_shared_file(
     max_bytes: int,
     backups: int,
     lock_writes: bool = False,
-) -> workers.Audit:
+) -> Audit:
     """Run ``procs`` unrelated writers, then check the names and lines of the rotated set."""
     path = tmp_path / "shared.log"
     ctx = multiprocessing.get_context(start_method)
-    workers.run_all(
+    run_all(
         ctx,
         workers.locked_writer,
         [(str(path), w, count, max_bytes, backups, lock_writes) for w in range(procs)],
@@ -63,14 +84,14 @@ def check_shared_file(
     assert malformed == []
     numbers = sorted(int(name.rsplit(".", 1)[1]) for name in names)
     assert numbers == list(range(1, len(numbers) + 1))
-    files = workers.numbered_set(path)
+    files = numbered_set(path)
     # Writers append at once, so a file may pass the limit by about one record per writer.
     oversized = [f.name for f in files if f.stat().st_size > max_bytes + procs * 200]
     assert oversized == []
     # A file is rotated only once full: one that waited for the lock does not rotate it again.
     underfull = [f.name for f in files[:-1] if f.stat().st_size <= max_bytes - 200]
     assert underfull == []
-    result = workers.audit(files)
+    result = audit(files)
     assert result.torn == []
     assert result.doubled() == {}
     assert result.out_of_order == []
@@ -93,7 +114,7 @@ class TestSharedFileRotation:
             lock_writes=lock_writes,
         )
         assert result.missing(4, 300) == []
-        assert len(workers.numbered_set(tmp_path / "shared.log")) > 70
+        assert len(numbered_set(tmp_path / "shared.log")) > 70
 
     @pytest.mark.stress
     def test_stress_ten_processes_ten_kib(self, start_method: str, tmp_path: Path) -> None:
@@ -102,7 +123,7 @@ class TestSharedFileRotation:
             start_method, tmp_path, procs=10, count=1000, max_bytes=10 * 1024, backups=100_000
         )
         assert result.missing(10, 1000) == []
-        assert len(workers.numbered_set(tmp_path / "shared.log")) > 70
+        assert len(numbered_set(tmp_path / "shared.log")) > 70
 
     def test_small_backups_leave_exactly_backups_plus_one_files(
         self, start_method: str, tmp_path: Path
@@ -128,7 +149,7 @@ class TestSharedFileRotation:
         check_shared_file(
             start_method, tmp_path, procs=10, count=1000, max_bytes=10 * 1024, backups=5
         )
-        assert len(workers.numbered_set(tmp_path / "shared.log")) == 6
+        assert len(numbered_set(tmp_path / "shared.log")) == 6
 
 
 @pytest.mark.skipif(not HAS_PROC_LOCKS, reason="needs /proc/locks to see who waits for a lock")
@@ -144,20 +165,19 @@ class TestTheLock:
         paused, go = ctx.Event(), ctx.Event()
         writer = ctx.Process(target=workers.pause_before_write, args=(str(path), 0, paused, go))
         writer.start()
-        assert paused.wait(workers.JOIN_TIMEOUT)
+        assert paused.wait(JOIN_TIMEOUT)
         # Another writer with no rotation due goes straight through.
-        workers.run_all(ctx, workers.locked_writer, [(str(path), 1, 3, 1 << 20, 5)])
+        run_all(ctx, workers.locked_writer, [(str(path), 1, 3, 1 << 20, 5)])
         # One that must rotate (its limit is 100 bytes) waits for the paused writer.
         rotator = ctx.Process(target=workers.locked_writer, args=(str(path), 2, 3, 100, 5))
         rotator.start()
         assert rotator.pid is not None
-        assert workers.wait_until(lambda: workers.blocked_on_lock(rotator.pid))
+        assert wait_until(lambda: blocked_on_lock(rotator.pid))
         assert rotator.exitcode is None
         go.set()
-        for proc in (writer, rotator):
-            proc.join(workers.JOIN_TIMEOUT)
+        join_all([writer, rotator])
         assert [writer.exitcode, rotator.exitcode] == [0, 0]
-        result = workers.audit(workers.numbered_set(path))
+        result = audit(numbered_set(path))
         assert sorted(result.counts.items()) == [
             ((0, 0), 1),
             ((1, 0), 1),
@@ -180,20 +200,18 @@ class TestTheLock:
         ready, never = ctx.Event(), ctx.Event()
         victim = ctx.Process(target=workers.die_holding_the_lock, args=(str(path), ready, never))
         victim.start()
-        assert ready.wait(workers.JOIN_TIMEOUT)
+        assert ready.wait(JOIN_TIMEOUT)
         assert not lock_is_free(path)
         assert victim.pid is not None
         os.kill(victim.pid, signal.SIGKILL)
-        victim.join(workers.JOIN_TIMEOUT)
+        victim.join(JOIN_TIMEOUT)
         assert victim.exitcode == -signal.SIGKILL
-        workers.run_all(
-            ctx, workers.locked_writer, [(str(path), w, 100, 1024, 100) for w in range(3)]
-        )
-        result = workers.audit(workers.numbered_set(path))
+        run_all(ctx, workers.locked_writer, [(str(path), w, 100, 1024, 100) for w in range(3)])
+        result = audit(numbered_set(path))
         assert result.missing(3, 100) == []
         assert result.doubled() == {}
         assert result.counts[(99, 0)] == 1
-        assert len(workers.numbered_set(path)) > 5
+        assert len(numbered_set(path)) > 5
 
     @pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork")
     def test_a_fork_child_takes_the_lock_on_its_own(
@@ -217,16 +235,16 @@ class TestTheLock:
             try:
                 child.start()
                 assert child.pid is not None
-                assert workers.wait_until(lambda: workers.blocked_on_lock(child.pid))
+                assert wait_until(lambda: blocked_on_lock(child.pid))
             finally:
                 fcntl.flock(handler._lock_fd, fcntl.LOCK_UN)
-            child.join(workers.JOIN_TIMEOUT)
+            child.join(JOIN_TIMEOUT)
             assert child.exitcode == 0
             log.info("%s", workers.message(0, 1))
         finally:
             log.removeHandler(handler)
             handler.close()
-        result = workers.audit([path])
+        result = audit([path])
         assert sorted(result.counts) == [(0, 0), (0, 1), *((1, n) for n in range(5))]
 
 
@@ -237,14 +255,12 @@ class TestTimeRotation:
         """3 processes, each logging for 2 seconds into a file rotated each second: each once."""
         path = tmp_path / "timed.log"
         ctx = multiprocessing.get_context(start_method)
-        workers.run_all(
-            ctx, workers.timed_locked_writer, [(str(path), w, 200, 2.1) for w in range(3)]
-        )
+        run_all(ctx, workers.timed_locked_writer, [(str(path), w, 200, 2.1) for w in range(3)])
         names = {p.name for p in tmp_path.iterdir()} - {"timed.log", ".timed.log.lock"}
         stamp = r"timed\.log\.\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d"
         assert [name for name in names if not re.fullmatch(stamp, name)] == []
         assert len(names) >= 2
-        result = workers.audit(workers.dated_set(path))
+        result = audit(dated_set(path))
         assert result.torn == []
         assert result.doubled() == {}
         assert result.out_of_order == []

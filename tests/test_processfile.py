@@ -13,6 +13,7 @@ from typing import Any
 
 import _strategy_workers as workers
 import pytest
+from _support import JOIN_TIMEOUT, Audit, audit, run_all
 
 import logfunnel
 from logfunnel._cli import main
@@ -71,7 +72,7 @@ class TestNames:
         """Four processes on one pattern make four files, each holding only its own records."""
         pattern = str(tmp_path / "w-{host}-{pid}-{start}.log")
         ctx = multiprocessing.get_context(start_method)
-        workers.run_all(ctx, workers.process_file_writer, [(pattern, w, 50) for w in range(4)])
+        run_all(ctx, workers.process_file_writer, [(pattern, w, 50) for w in range(4)])
         files = sorted(tmp_path.iterdir())
         assert len(files) == 4
         seen = set()
@@ -101,7 +102,7 @@ class TestFork:
         """A process forks after logging: the child's records go to a new file, named for it."""
         pattern = str(tmp_path / "w-{host}-{pid}-{start}.log")
         ctx = multiprocessing.get_context(start_method)
-        workers.run_all(ctx, workers.fork_then_log, [(pattern, 20)])
+        run_all(ctx, workers.fork_then_log, [(pattern, 20)])
         files = sorted(tmp_path.iterdir(), key=lambda f: f.stat().st_size)
         assert len(files) == 2
         child, parent = (first_lines(f) for f in files)
@@ -201,13 +202,13 @@ class TestNothingLost:
             target=workers.process_file_then_wait, args=(pattern, 500, logged, never)
         )
         proc.start()
-        assert logged.wait(workers.JOIN_TIMEOUT)
+        assert logged.wait(JOIN_TIMEOUT)
         assert proc.pid is not None
         os.kill(proc.pid, signal.SIGKILL)
-        proc.join(workers.JOIN_TIMEOUT)
+        proc.join(JOIN_TIMEOUT)
         assert proc.exitcode == -signal.SIGKILL
         (file,) = tmp_path.iterdir()
-        result = workers.audit([file])
+        result = audit([file])
         assert result.missing(1, 500) == []
         assert result.torn == []
 
@@ -218,12 +219,12 @@ def check_merged(start_method: str, tmp_path: Path, procs: int, count: int) -> N
     logs.mkdir()
     pattern = str(logs / "w-{host}-{pid}-{start}.log")
     ctx = multiprocessing.get_context(start_method)
-    workers.run_all(ctx, workers.process_file_writer, [(pattern, w, count) for w in range(procs)])
+    run_all(ctx, workers.process_file_writer, [(pattern, w, count) for w in range(procs)])
     out = tmp_path / "merged.log"
     assert main(["merge", *map(str, sorted(logs.iterdir())), "-o", str(out)]) == 0
     stamps = []
     seqs: dict[str, list[int]] = {}
-    result = workers.Audit()
+    result = Audit()
     continuation = 0
     with out.open(encoding="utf-8") as merged:
         for line in merged:

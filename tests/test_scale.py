@@ -10,16 +10,15 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any
 
 import _hardening_workers as hw
 import pytest
+from _support import JOIN_TIMEOUT, run_all
 
 import logfunnel
 from logfunnel._collector._loop import Collector
 from logfunnel._collector._process import ProcessCollector
 
-JOIN_TIMEOUT = 300
 #: What a collector may keep after the producers are gone: allocator slack,
 #: and about 100 bytes per producer in ``stats.producers``.
 MEMORY_SLACK_KIB = 6 * 1024
@@ -39,18 +38,6 @@ class Counter(logging.Handler):
             self.seen[index] = self.seen.get(index, 0) + 1
 
 
-def start_all(procs: list[Any]) -> None:
-    for proc in procs:
-        proc.start()
-
-
-def join_all(procs: list[Any]) -> None:
-    for proc in procs:
-        proc.join(JOIN_TIMEOUT)
-        assert proc.exitcode == 0, f"{proc.name} ended with {proc.exitcode}"
-        proc.close()  # its sentinel is ours, not the collector's: give it back too
-
-
 def run_thread_collector(start_method: str, concurrent: int, sequential: int, count: int) -> None:
     counter = Counter()
     with logfunnel.Funnel(handlers=[counter], attach_main=False, level=logging.INFO) as funnel:
@@ -58,14 +45,13 @@ def run_thread_collector(start_method: str, concurrent: int, sequential: int, co
         assert isinstance(collector, Collector)
         ctx = funnel.context(start_method)
         # Warm up: the forkserver and resource tracker are started once, for good.
-        join_all_started([ctx.Process(target=hw.short_lived, args=(-1, 1))])
+        run_all(ctx, hw.short_lived, [(-1, 1)])
         assert collector.wait_idle(JOIN_TIMEOUT)
         fds, rss = hw.fd_count(), hw.rss_kib()
-        procs = [ctx.Process(target=hw.short_lived, args=(i, count)) for i in range(concurrent)]
-        start_all(procs)
-        join_all(procs)
+        # run_all closes the processes: their sentinels are ours, not the collector's.
+        run_all(ctx, hw.short_lived, [(i, count) for i in range(concurrent)])
         for index in range(concurrent, concurrent + sequential):
-            join_all_started([ctx.Process(target=hw.short_lived, args=(index, count))])
+            run_all(ctx, hw.short_lived, [(index, count)])
         assert collector.wait_idle(JOIN_TIMEOUT)
         fds_after, rss_after = hw.fd_count(), hw.rss_kib()
         stats = funnel.stats
@@ -74,11 +60,6 @@ def run_thread_collector(start_method: str, concurrent: int, sequential: int, co
     assert (stats.gaps, stats.bad_connections, stats.partial_frames) == (0, 0, 0)
     assert fds_after <= fds  # fewer is fine: something of an earlier test was closed
     assert rss_after - rss < MEMORY_SLACK_KIB, f"grew by {rss_after - rss} KiB"
-
-
-def join_all_started(procs: list[Any]) -> None:
-    start_all(procs)
-    join_all(procs)
 
 
 def run_process_collector(
@@ -91,14 +72,12 @@ def run_process_collector(
         collector = funnel._collector
         assert isinstance(collector, ProcessCollector)
         ctx = funnel.context(start_method)
-        join_all_started([ctx.Process(target=hw.short_lived, args=(-1, 1))])
+        run_all(ctx, hw.short_lived, [(-1, 1)])
         assert collector.wait_idle(JOIN_TIMEOUT)
         fds, rss = hw.fd_count(collector.pid), hw.rss_kib(collector.pid)
-        procs = [ctx.Process(target=hw.short_lived, args=(i, count)) for i in range(concurrent)]
-        start_all(procs)
-        join_all(procs)
+        run_all(ctx, hw.short_lived, [(i, count) for i in range(concurrent)])
         for index in range(concurrent, concurrent + sequential):
-            join_all_started([ctx.Process(target=hw.short_lived, args=(index, count))])
+            run_all(ctx, hw.short_lived, [(index, count)])
         assert collector.wait_idle(JOIN_TIMEOUT)
         fds_after, rss_after = hw.fd_count(collector.pid), hw.rss_kib(collector.pid)
     seen: dict[int, int] = {}

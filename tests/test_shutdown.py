@@ -7,41 +7,27 @@ as a subprocess rather than under each start method.
 
 from __future__ import annotations
 
-import logging
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from _support import JOIN_TIMEOUT, Records
 
 import logfunnel
 
 SCRIPT = str(Path(__file__).with_name("_shutdown_script.py"))
 
 
-class Capture(logging.Handler):
-    """A sink that keeps every record it is given."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def messages(self) -> list[str]:
-        return [r.getMessage() for r in self.records if r.name == "worker"]
-
-
 def run_program(scenario: str) -> tuple[list[str], str, logfunnel.CollectorStats]:
-    capture = Capture()
+    capture = Records()
     with logfunnel.Funnel(handlers=[capture]) as funnel:
         result = subprocess.run(
             [sys.executable, SCRIPT, funnel.address, scenario],
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=JOIN_TIMEOUT,
             check=False,
         )
     # stop() drained everything the program sent before it ended.
@@ -89,7 +75,7 @@ class TestShutdownWithoutCollector:
     @pytest.mark.parametrize("scenario", ["atexit", "del"])
     def test_records_at_exit_after_the_collector_stopped_are_on_stderr(self, scenario: str) -> None:
         """With the collector gone, records at exit go to stderr (or fd 2) with their count."""
-        capture = Capture()
+        capture = Records()
         with logfunnel.Funnel(handlers=[capture]) as funnel:
             proc = subprocess.Popen(
                 [sys.executable, SCRIPT, funnel.address, scenario, "wait"],
@@ -100,7 +86,7 @@ class TestShutdownWithoutCollector:
             )
             assert proc.stdout is not None
             assert proc.stdout.readline() == "ready\n"
-        _, err = proc.communicate("go\n", timeout=60)
+        _, err = proc.communicate("go\n", timeout=JOIN_TIMEOUT)
         assert proc.returncode == 0, err
         assert capture.messages() == ["main done"]
         fallen = re.findall(r"WARNING worker: (.*) \[logfunnel: collector unreachable\]", err)

@@ -14,24 +14,15 @@ from typing import Any
 
 import _workers
 import pytest
+from _support import Records, join_all, numbered_set, read_lines
 
 import logfunnel
 from logfunnel._producer._format import ProducerFormatter
 from logfunnel._sinks._guard import LINES_ATTR
 from logfunnel._sinks._writer import TextWriter, text_spec
 
-JOIN_TIMEOUT = 60
 LINE = re.compile(r"^\S+ \S+ (\S+)\[(\d+)\] (\w+) worker: task (\d+) record (\d+)$")
 COLLECTOR_NOTICE = re.compile(r"^\S+ \S+ logfunnel-collector\[\d+\] \w+ logfunnel: logfunnel: ")
-
-
-class Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
 
 
 def run_tasks(funnel: logfunnel.Funnel, method: str, tasks: int, count: int) -> None:
@@ -39,22 +30,7 @@ def run_tasks(funnel: logfunnel.Funnel, method: str, tasks: int, count: int) -> 
     procs = [ctx.Process(target=_workers.steps_returning, args=(t, count)) for t in range(tasks)]
     for proc in procs:
         proc.start()
-    for proc in procs:
-        proc.join(JOIN_TIMEOUT)
-        assert proc.exitcode == 0
-
-
-def read_set(path: Path) -> list[str]:
-    """The lines of a rotated set, oldest file first."""
-    rotated = sorted(
-        (p for p in path.parent.glob(path.name + ".*") if p.suffix[1:].isdigit()),
-        key=lambda p: -int(p.suffix[1:]),
-    )
-    lines: list[str] = []
-    for file in [*rotated, path]:
-        if file.exists():
-            lines += file.read_text(encoding="utf-8").splitlines()
-    return lines
+    join_all(procs, exitcode=0)
 
 
 def check_once_in_order(lines: list[str], tasks: int, count: int) -> None:
@@ -82,7 +58,7 @@ class TestTextPath:
             assert funnel._collector is not None
             assert funnel._collector.plan.one_text
             run_tasks(funnel, start_method, 4, 5000)
-        check_once_in_order(read_set(path), 4, 5000)
+        check_once_in_order(read_lines(numbered_set(path)), 4, 5000)
 
     def test_size_rotation_happens_between_records(self, start_method: str, tmp_path: Path) -> None:
         """A 10 KiB rotating sink rotates many times and loses, tears or doubles nothing."""
@@ -92,7 +68,7 @@ class TestTextPath:
         files = list(tmp_path.glob("app.log*"))
         assert len(files) > 50
         assert all(file.stat().st_size <= 10 * 1024 for file in files)
-        check_once_in_order(read_set(path), 4, 2000)
+        check_once_in_order(read_lines(numbered_set(path)), 4, 2000)
 
     def test_time_rotation_rolls_over_when_due(self, tmp_path: Path) -> None:
         """A time-rotating sink rolls over on the text path when its rollover time has come."""
@@ -131,7 +107,7 @@ class TestTextPath:
     def test_mixed_sinks_see_the_same_records(self, start_method: str, tmp_path: Path) -> None:
         """A text sink and a record sink side by side: the same records, the same text."""
         path = tmp_path / "app.log"
-        capture = Capture()
+        capture = Records()
         file_sink = logging.FileHandler(path)
         formatter = logging.Formatter(logfunnel.DEFAULT_FORMAT)
         file_sink.setFormatter(formatter)
