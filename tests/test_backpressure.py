@@ -16,8 +16,8 @@ import pytest
 from _support import JOIN_TIMEOUT, Records, join_all
 
 import logfunnel
-from logfunnel._collector._loop import _loop
-from logfunnel._sinks._writer import _guard
+from logfunnel._collector import _loop
+from logfunnel._sinks import _guard
 
 #: The bound this test states: the collector's resident memory grows by less
 #: than this from before the flood to its end, whatever the number of records.

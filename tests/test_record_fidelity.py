@@ -29,7 +29,7 @@ import pytest
 from pythonjsonlogger.json import JsonFormatter
 
 import logfunnel
-from logfunnel._collector._loop import _loop
+from logfunnel._collector import _loop
 from logfunnel._protocol import _exceptions
 from logfunnel._protocol._codec import ReceivedRecord, decode_record, encode_record
 
