@@ -127,8 +127,10 @@ class TestNothingLost:
             r for r in capture.records if r.name == "logfunnel" and r.levelno == logging.ERROR
         ]
         assert len(crashes) == 1
-        assert crashes[0].exc_text is not None
-        assert "RuntimeError: worker 0 failed on purpose" in crashes[0].exc_text
+        # As in one process: the exception itself, which the sink's formatter formats.
+        assert crashes[0].exc_info is not None
+        text = logging.Formatter().formatException(crashes[0].exc_info)
+        assert "RuntimeError: worker 0 failed on purpose" in text
 
     def test_stop_drains_what_was_sent(self, start_method: str) -> None:
         """Records already sent when stop() is called are all written before it returns."""
@@ -309,8 +311,8 @@ class TestRecords:
         assert record.lineno > 0
         assert record.created == pytest.approx(time.time(), abs=60)
         assert 0 <= record.msecs < 1000
-        assert record.exc_text is not None
-        assert "KeyError: 'boom'" in record.exc_text
+        assert record.exc_info is not None
+        assert "KeyError: 'boom'" in logging.Formatter().formatException(record.exc_info)
         assert record.stack_info is not None
         assert record.stack_info.startswith("Stack (most recent call last)")
         text = formatter.format(record)
