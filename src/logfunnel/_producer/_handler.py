@@ -241,19 +241,16 @@ class FunnelHandler(Handler):
         """
         line = self._line
         if line is not None:
-            return self._line_wire(format_text(line, record), record.levelno)
+            text = format_text(line, record)
+            if "\n" not in text and "\0" not in text and len(text) <= _LINE_CHARS:
+                return (text + "\n").encode("utf-8", "backslashreplace")
+            return b"\0" + encode_text(record.levelno, self._seq, [text + "\n"])
         formatters = self._formatters
         if not formatters:
             return encode_record(record, self._seq)
         texts = [format_text(formatter, record) + formatter.terminator for formatter in formatters]
         structured = record_body(record, self._seq) if self._structured else b""
         return encode_text(record.levelno, self._seq, texts, structured)
-
-    def _line_wire(self, text: str, levelno: int) -> bytes:
-        """Line mode: the bare line, or a NUL and a frame for what is not one line."""
-        if "\n" not in text and "\0" not in text and len(text) <= _LINE_CHARS:
-            return (text + "\n").encode("utf-8", "backslashreplace")
-        return b"\0" + encode_text(levelno, self._seq, [text + "\n"])
 
     def send(self, data: bytes) -> None:
         """Write one record's bytes whole; the sequence number advances only once they are out."""
