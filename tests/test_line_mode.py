@@ -27,7 +27,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import logfunnel
-from logfunnel._collector._loop import Collector, _loop
+from logfunnel._collector import _loop
+from logfunnel._collector._loop import Collector
 from logfunnel._protocol._address import Address
 from logfunnel._protocol._codec import LINE_LIMIT, FrameError, encode_text
 from logfunnel._sinks._writer import TextWriter
