@@ -36,8 +36,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import logfunnel
-from logfunnel._collector._listen import listen, remove_private_dir
 from logfunnel._collector import _loop
+from logfunnel._collector._listen import listen, remove_private_dir
 from logfunnel._collector._loop import Collector
 from logfunnel._protocol import _codec, _exceptions
 from logfunnel._protocol._address import Address
