@@ -37,11 +37,9 @@ from typing import Any, Final
 
 from .._protocol._address import Address
 from .._protocol._codec import (
-    HEADER,
     KIND_HELLO,
     KIND_RECORD,
     KIND_TEXT,
-    LINE_LIMIT,
     MAX_FRAME,
     ONE_TEXT,
     FrameError,
@@ -50,6 +48,7 @@ from .._protocol._codec import (
     make_record,
 )
 from .._protocol._handshake import challenge_frame, check_auth, config_frame, parse_hello
+from .._protocol._stream import line_run, one_text, read_frame
 from .._sinks._config import OVERFLOW_POLICIES
 from .._sinks._guard import skip_marker
 from .._sinks._plan import SinkPlan
@@ -535,10 +534,8 @@ class Collector:
                         break
                     pos = end
                     continue
-                nul = buf.find(b"\0", pos)
-                stop = n if nul < 0 else nul
-                last = buf.rfind(b"\n", pos, stop) + 1
-                if last:
+                last, nul = line_run(buf, pos, n)
+                if last > pos:
                     run = buf[pos:last]  # a copy: bytearray, see TextWriter
                     count = run.count(b"\n")
                     for writer in writers:
@@ -548,46 +545,27 @@ class Collector:
                     stats.records += count
                     pos = last
                 if nul < 0:
-                    if n - pos >= LINE_LIMIT:
-                        raise FrameError(f"a line longer than {LINE_LIMIT} bytes")
                     break
-                if pos != nul:
-                    raise FrameError("a frame began inside a line")
         finally:
             if pos:
                 del buf[:pos]
 
     def _frame_at(self, conn: _Connection, buf: bytearray, pos: int, n: int) -> int:
         """Handle the frame at ``pos``: return where the next one starts, or -1 if incomplete."""
-        if n - pos < 5:
-            return -1
-        length: int
-        kind: int
-        length, kind = HEADER.unpack_from(buf, pos)
-        limit = self._max_frame if conn.state == _STREAM else _CONTROL_LIMIT
-        if length < 1 or length > limit:
-            raise FrameError(f"bad frame length {length} (limit {limit})")
-        end = pos + 4 + length
-        if end > n:
+        stream = conn.state == _STREAM
+        kind, end, length = read_frame(buf, pos, n, self._max_frame if stream else _CONTROL_LIMIT)
+        if end < 0:
             if length > UNRESERVED and conn.reserved < length:
                 self._reserve(conn, length)
             return -1
         if conn.reserved:
             self._release(conn)
-        if (
-            kind == KIND_TEXT
-            and self._one_text
-            and conn.state == _STREAM
-            and length >= _ONE_TEXT_SIZE - 4
-        ):
-            # Hot path, inlined: header check, sequence, append the text.
-            _, _, levelno, seq, ntexts, structured, size = ONE_TEXT.unpack_from(buf, pos)
-            if ntexts != 1 or structured or _ONE_TEXT_SIZE + size != end - pos:
-                raise FrameError("text frame lengths do not match the frame length")
+        if kind == KIND_TEXT and self._one_text and stream:
+            # The hot path: sequence and the text, straight to the text sinks.
+            levelno, seq, text = one_text(buf, pos, end)
             if seq != conn.expected:
                 self._sequences.gap(conn.label, conn.expected, seq)
             conn.expected = seq + 1
-            text = bytes(buf[pos + _ONE_TEXT_SIZE : end])
             for sink, writer in self.plan.text_sinks:
                 if levelno >= sink.level:
                     writer.pending.append(text)
@@ -595,9 +573,9 @@ class Collector:
             self.stats.records += 1
             return end
         body = bytes(buf[pos + 5 : end])
-        if kind == KIND_TEXT and conn.state == _STREAM:
+        if kind == KIND_TEXT and stream:
             self._text(conn, body)
-        elif kind == KIND_RECORD and conn.state == _STREAM:
+        elif kind == KIND_RECORD and stream:
             self._record(conn, body)
         else:
             self._control(conn, kind, body)
