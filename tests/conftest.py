@@ -50,25 +50,33 @@ def _restore_logging() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def _no_leaked_logger_handlers() -> Iterator[None]:
-    """Fail a test that leaves a handler on a non-root logger: the next funnel would route
-    to it (and turn line mode off), so later tests would test something else."""
-    before = _named_handlers()
+def _restore_named_loggers() -> Iterator[None]:
+    """Put every named logger (handlers, level, propagate, disabled) back after each test.
+
+    A handler left on a named logger, a test's own or pytest's capture
+    handlers (pytest adds them to a logger that does not propagate), would
+    become a route of the next funnel and turn its line mode off: later tests
+    would test something else.
+    """
+    before = {
+        name: (logger.handlers[:], logger.level, logger.propagate, logger.disabled)
+        for name, logger in _named_loggers()
+    }
     yield
-    leaked = {
-        name: handlers
-        for name, handlers in _named_handlers().items()
-        if handlers - before.get(name, set())
-    }
-    assert leaked == {}, f"handlers left on loggers: {leaked}"
+    for name, logger in _named_loggers():
+        handlers, level, propagate, disabled = before.get(name, ([], logging.NOTSET, True, False))
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate
+        logger.disabled = disabled
 
 
-def _named_handlers() -> dict[str, set[int]]:
-    return {
-        name: {id(h) for h in logger.handlers}
+def _named_loggers() -> list[tuple[str, logging.Logger]]:
+    return [
+        (name, logger)
         for name, logger in list(logging.Logger.manager.loggerDict.items())
-        if isinstance(logger, logging.Logger) and logger.handlers
-    }
+        if isinstance(logger, logging.Logger)
+    ]
 
 
 def pytest_configure(config: pytest.Config) -> None:
