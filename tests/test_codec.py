@@ -14,6 +14,8 @@ from logfunnel._protocol._codec import (
     HEADER,
     KIND_RECORD,
     KIND_TEXT,
+    MAX_FRAME,
+    MERGED,
     FrameError,
     _truncate,
     decode_record,
@@ -144,6 +146,19 @@ class TestTextFrames:
 
 
 class TestTruncation:
+    def test_a_huge_record_and_its_text_fit_one_frame(self) -> None:
+        """A 63 MB message with its 63 MB line and its structured record stays within MAX_FRAME."""
+        huge = "h" * (63 * 1024 * 1024)
+        record = make_record("big %s", (huge,))
+        frame = encode_text(logging.INFO, 1, [huge + "\n"], record_body(record, 1))
+        assert len(frame) - 4 <= MAX_FRAME
+        _, body = body_of(frame)
+        _, _, texts, structured = decode_text(body, 1)
+        assert b"truncated" in texts[0]
+        attrs = decode_record(structured)[1]
+        assert attrs["msg"] == "big %s"
+        assert "truncated" in attrs[MERGED]
+
     def test_truncation_keeps_utf8_and_says_so(self) -> None:
         """A field cut to fit the frame limit stays valid UTF-8 and carries a visible mark."""
         data = ("é" * 100).encode()

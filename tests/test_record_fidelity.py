@@ -259,6 +259,18 @@ class TestExceptionRebuilt:
             assert str(value) == plain
             assert f"{plain}. Did you mean: 'wanted'?" in formatted(rebuilt(record))
 
+    def test_a_class_of_the_spawned_main_module_prints_as_in_one_process(self) -> None:
+        """A spawned worker's __mp_main__ class prints as the one process's __main__ class does."""
+        kind = type("MainError", (ValueError,), {"__module__": "__mp_main__"})
+        main = sys.modules["__main__"]
+        sys.modules["__mp_main__"] = main  # what a spawn or forkserver child has
+        try:
+            value = rebuilt(record_of(exc_info=raised(lambda: _raise(kind("x"))))).exc_info[1]
+        finally:
+            del sys.modules["__mp_main__"]
+        assert type(value).__module__ == "__main__"
+        assert traceback.format_exception_only(type(value), value) == ["MainError: x\n"]
+
     def test_a_base_exception_that_is_not_an_exception_is_a_stand_in(self) -> None:
         """KeyboardInterrupt arrives as a stand-in that prints KeyboardInterrupt, not as itself."""
         value = rebuilt(record_of(exc_info=raised(_keyboard))).exc_info[1]
@@ -496,6 +508,10 @@ class TestExtras:
         names = [f"k{number}" for number in (5, 1, 9, 3, 7, 2)]
         again = rebuilt(record_of(**dict.fromkeys(names, 1)))
         assert [key for key in again.__dict__ if key in names] == names
+
+
+def _raise(error: BaseException) -> None:
+    raise error
 
 
 def _entries(tb: Any) -> list[Any]:
