@@ -92,11 +92,20 @@ class _Stats(Protocol):
 Reporter = Callable[..., None]
 
 
+#: What a rebuilt exception (traceback objects, no text yet) is counted as, in bytes.
+_EXCEPTION_SIZE: Final = 8192
+
+
 def _size(record: logging.LogRecord) -> int:
+    """About how many bytes ``record`` holds, for the bound of an isolated sink's queue."""
     msg = record.msg
     size = len(msg) if isinstance(msg, str) else 64
     exc_text = record.exc_text
-    return size + (len(exc_text) if exc_text else 0) + 512
+    if exc_text:
+        size += len(exc_text)
+    elif record.exc_info:
+        size += _EXCEPTION_SIZE  # rebuilt objects, formatted only by the sink
+    return size + 512
 
 
 class SinkGuard:
