@@ -174,13 +174,24 @@ class Audit:
         return {key: n for key, n in self.counts.items() if n > 1}
 
 
+#: A line the collector itself logged (``processName`` is ``logfunnel-collector``).
+COLLECTOR_NOTICE = re.compile(r" logfunnel-collector\[\d+\] [A-Z]+ ")
+
+
 def audit(files: Iterable[Path], keep: re.Pattern[str] | None = None) -> Audit:
-    """Read ``files`` in the order given; only lines matching ``keep`` count, if given."""
+    """Read ``files`` in the order given; only lines matching ``keep`` count, if given.
+
+    The collector's own notices are passed over: on a loaded machine a slow
+    sink is moved to its own thread and the collector says so in the log, a
+    whole record of its own, not a torn one of the run.
+    """
     result = Audit()
     for path in files:
         with path.open(encoding="utf-8") as handle:
             for raw in handle:
                 line = raw.rstrip("\n")
+                if COLLECTOR_NOTICE.search(line):
+                    continue
                 if keep is None or keep.search(line):
                     result.add(line)
     return result
