@@ -29,9 +29,8 @@ import pytest
 from pythonjsonlogger.json import JsonFormatter
 
 import logfunnel
-from logfunnel._collector import _loop
 from logfunnel._protocol import _exceptions
-from logfunnel._protocol._codec import ReceivedRecord, decode_record, encode_record
+from logfunnel._protocol._codec import ReceivedRecord, decode_record, encode_record, make_record
 
 JOIN_TIMEOUT = 60
 ExcInfo = Any
@@ -49,7 +48,7 @@ def record_of(msg: object = "m", args: Any = (), exc_info: ExcInfo = None, **ext
 def rebuilt(record: logging.LogRecord) -> Any:
     """``record`` after the wire and the collector's ``_make_record``."""
     frame = encode_record(record, 0)
-    return _loop._make_record(decode_record(frame[5:])[1])
+    return make_record(decode_record(frame[5:])[1])
 
 
 def formatted(record: logging.LogRecord, formatter: logging.Formatter | None = None) -> str:
@@ -208,7 +207,7 @@ class TestExceptionRebuilt:
         """A class with its own code becomes a same-named stand-in; none of its code runs."""
         frame = encode_record(record_of(exc_info=raised(_counted)), 0)
         before = Counted.runs
-        value = _loop._make_record(decode_record(frame[5:])[1]).exc_info[1]
+        value = make_record(decode_record(frame[5:])[1]).exc_info[1]
         text = "".join(traceback.format_exception_only(type(value), value))
         assert Counted.runs == before
         assert isinstance(value, _exceptions.StandIn)
@@ -350,7 +349,7 @@ class TestExceptionRebuilt:
         encoded = encode_record(record, 0)
         source.unlink()
         linecache.checkcache(str(source))
-        again = _loop._make_record(decode_record(encoded[5:])[1])
+        again = make_record(decode_record(encoded[5:])[1])
         text = formatted(again)
         assert f'File "{source}", line 2, in boom\nValueError: from a file that will go' in text
         assert str(source) not in linecache.cache

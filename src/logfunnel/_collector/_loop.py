@@ -41,7 +41,6 @@ from .._protocol._codec import (
     KIND_RECORD,
     KIND_TEXT,
     MAX_FRAME,
-    ONE_TEXT,
     FrameError,
     decode_record,
     decode_text,
@@ -80,7 +79,6 @@ _TICK: Final = 0.5
 # A quiet collector never pauses, so records at a modest rate keep their latency.
 _BUSY_ROUND: Final = 16
 _BATCH_WINDOW: Final = 0.001
-_ONE_TEXT_SIZE: Final = ONE_TEXT.size
 _ACCEPT_ERRORS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 _AUTH: Final = 0
@@ -692,12 +690,6 @@ class Collector:
         if skip is not None:
             skip_marker(record, skip)
         self.handle(record)
-
-
-def _make_record(attrs: dict[str, Any]) -> logging.LogRecord:
-    # A ReceivedRecord: the producer's merged message, template, arguments and
-    # rebuilt exception (see _codec); LogRecord.__init__ would recompute them.
-    return make_record(attrs)
 
 
 def _after_fork_in_child() -> None:
