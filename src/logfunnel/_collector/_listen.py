@@ -64,7 +64,6 @@ def listen(spec: str | None, key: bytes | None) -> tuple[socket.socket, Address,
     return sock, Address("tcp", host=address.host, port=port, key=address.key), None
 
 
-
 def remove_private_dir(path: str | None, socket_path: str | None) -> None:
     """Remove what ``listen`` created; missing files are fine."""
     if socket_path:

@@ -94,7 +94,6 @@ _LogRecord = logging.LogRecord
 _live_collectors: weakref.WeakSet[Collector] = weakref.WeakSet()
 
 
-
 @dataclass
 class CollectorStats:
     """What the collector saw; a summary for people and tests."""
