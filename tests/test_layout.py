@@ -26,6 +26,9 @@ ALLOWED = {
     "_files": set(),
     "_cli": {"_files", "_funnel"},
     "_threads": set(),
+    # What a running funnel exports for its children, and where they pick it up.
+    "_inherit": {"_protocol"},
+    "_bootstrap": {"_producer"},
 }
 
 

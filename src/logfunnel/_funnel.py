@@ -15,7 +15,9 @@ from types import TracebackType
 from ._collector._listen import listen, remove_private_dir
 from ._collector._loop import Collector, CollectorStats
 from ._collector._process import ProcessCollector
+from ._inherit import Export, export, withdraw
 from ._producer._attach import attach, detach
+from ._producer._children import adopt_children, release_children
 from ._producer._context import FunnelContext
 from ._producer._handler import FunnelHandler
 from ._protocol._loggers import snapshot
@@ -24,6 +26,7 @@ from ._sinks._config import DEFAULT_FORMAT, SinkConfig
 from ._sinks._routes import Routes, route_table
 
 __all__ = ["DEFAULT_FORMAT", "Funnel"]
+
 
 class Funnel:
     """Collect the records of every process into one set of sinks.
@@ -50,6 +53,14 @@ class Funnel:
     ``level`` sets the root logger's level while the funnel runs, as
     ``logging.basicConfig(level=...)`` does; without it no level is changed.
     Producers do not even send records that no sink accepts.
+
+    While it runs, its address is in the environment (``LOGFUNNEL_ADDRESS``,
+    and ``LOGFUNNEL_KEY`` for TCP), so every process started meanwhile
+    inherits it, and every Python one among them attaches itself as it
+    starts (the startup hook): subprocesses, joblib's workers, executors a
+    library makes. ``stop()`` puts back what was there. ``inherit=False``
+    leaves the environment alone; then only processes that ``attach()`` or
+    come from ``context()`` join.
 
     While it runs, SIGTERM to this process drains the funnel first, then ends
     the process as SIGTERM would, unless the program handles SIGTERM itself.
@@ -90,6 +101,7 @@ class Funnel:
         collector: str = "thread",
         config: dict[str, object] | None = None,
         overflow: str = "block",
+        inherit: bool = True,
     ) -> None:
         if collector not in ("thread", "process"):
             raise ValueError(f"collector must be 'thread' or 'process', not {collector!r}")
@@ -144,6 +156,8 @@ class Funnel:
         self._listen = listen
         self._key = key
         self._attach_main = attach_main
+        self._inherit = inherit
+        self._export: Export | None = None
         self._collector: Collector | ProcessCollector | None = None
         self._handler: FunnelHandler | None = None
         self._address: str | None = None
@@ -197,6 +211,12 @@ class Funnel:
                 self._collector.start()
         if self._attach_main:
             self._handler = attach(self._address)
+            # Children this process makes through plain multiprocessing are
+            # attached by inheritance (fork) or by the startup hook: their
+            # crashes are records too.
+            adopt_children()
+        if self._inherit:
+            self._export = export(address)
         # Forgetting stop() must not lose the tail of the log.
         atexit.register(_stop_at_exit, weakref.ref(self))
         _on_sigterm.add(self)
@@ -215,8 +235,11 @@ class Funnel:
         _on_sigterm.discard(self)
 
     def _stop(self, timeout: float | None) -> None:
+        if self._export is not None:
+            withdraw(self._export)
         if self._handler is not None:
             detach(self._handler)
+            release_children()
         if self._root_level_before is not None:
             logging.getLogger().setLevel(self._root_level_before)
         if self._collector is not None:

@@ -33,7 +33,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Any, Final
 
-from .._protocol._address import Address, parse_address
+from .._protocol._address import ENV_ADDRESS, ENV_KEY, Address, parse_address
 from .._protocol._loggers import snapshot
 from .._sinks._config import SinkConfig
 from .._sinks._routes import Routes, route_table
@@ -95,6 +95,9 @@ class ProcessCollector:
         listener_fd = self._listener.fileno()
         package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = dict(os.environ)
+        # A collector never attaches to a funnel (an outer one's address may be set).
+        env.pop(ENV_ADDRESS, None)
+        env.pop(ENV_KEY, None)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (package_root, env.get("PYTHONPATH", "")) if p
         )

@@ -16,7 +16,7 @@ from .._protocol._loggers import apply as apply_loggers
 from .._protocol._loggers import restore as restore_loggers
 from ._handler import FunnelHandler, write_stderr
 
-__all__ = ["attach", "attached", "detach"]
+__all__ = ["attach", "attached", "detach", "set_aside"]
 
 _attach_lock = threading.RLock()
 
@@ -148,6 +148,25 @@ def attached() -> FunnelHandler | None:
     """The handler this process sends through, or None."""
     with _attach_lock:
         return _attachments[-1].handler if _attachments else None
+
+
+def set_aside(logger: Logger, handlers: list[Handler]) -> None:
+    """Take ``handlers`` off ``logger`` until ``detach()``, as ``attach()`` does with its own.
+
+    For configuration that runs after ``attach()`` and would write what the
+    funnel already writes (see ``_startup``).
+    """
+    with _attach_lock:
+        if not _attachments:
+            return
+        for old in handlers:
+            logger.removeHandler(old)
+        set_aside = _attachments[-1].set_aside
+        for index, (known, kept) in enumerate(set_aside):
+            if known is logger:
+                set_aside[index] = (known, kept + handlers)
+                return
+        set_aside.append((logger, handlers))
 
 
 def _after_fork_in_child() -> None:

@@ -10,117 +10,15 @@ no ``Manager`` and no queue handed down.
 
 from __future__ import annotations
 
-import linecache
-import logging
 import multiprocessing
 import multiprocessing.context as mpc
-import multiprocessing.process as mpp
 import sys
-import traceback
-import types
-from collections.abc import Callable
 from typing import Any
 
 from .._protocol._address import parse_address
-from ._attach import attach, attached
+from ._children import attaching_run
 
-__all__ = ["FunnelContext", "funnel_context"]
-
-_crash_log = logging.getLogger("logfunnel")
-
-
-def _begin(process: Any) -> None:
-    address = process._logfunnel_address
-    if address is not None:
-        # A child that starts after its funnel stopped still runs: its
-        # records go to stderr, counted, as they would a moment later.
-        attach(address, fallback=True)
-
-
-def _crashed(process: Any) -> None:
-    """Log the uncaught exception that ends ``process``, then end it as the stdlib would.
-
-    The stdlib prints this traceback to the child's stderr only; it also goes
-    where the rest of the log is, as an ERROR record. The traceback is the one
-    the stdlib prints: it starts at ``_bootstrap``, where the stdlib catches it.
-    """
-    _, exc, tb = sys.exc_info()
-    assert exc is not None
-    run_frame = sys._getframe(1)
-    caller = run_frame.f_back
-    if caller is not None and tb is not None:
-        tb = types.TracebackType(tb, caller, caller.f_lasti, caller.f_lineno)
-    _crash_log.error(
-        "process %s ended by an uncaught exception",
-        process.name,
-        exc_info=(type(exc), exc, tb),
-    )
-    sys.stderr.write(f"Process {process.name}:\n")
-    traceback.print_exception(type(exc), exc, tb)
-    raise SystemExit(1)  # the stdlib's exit code for it, with nothing more printed
-
-
-def _end(process: Any) -> None:
-    # multiprocessing ends its children with os._exit, so no atexit handler
-    # (logging.shutdown) runs: flush and say what could not be sent, while we can.
-    handler = attached()
-    if handler is not None:
-        handler.flush()
-        handler.report_losses()
-
-
-def _plain_run(self: Any) -> None:
-    _begin(self)
-    try:
-        mpp.BaseProcess.run(self)
-    except Exception:
-        _crashed(self)
-    finally:
-        _end(self)
-
-
-def _make_run() -> Callable[[Any], None]:
-    """``run()`` for attaching processes, whose frame reads as the stdlib's own.
-
-    Every traceback and ``stack_info`` of a child shows the frame of
-    ``run()``. So that they read exactly as without logfunnel, the function
-    is compiled with ``BaseProcess.run``'s file name and with its target call
-    at that file's line, in the stdlib's own text: the frame a user sees is
-    ``multiprocessing/process.py``, ``run``, ``self._target(...)``, as always.
-    The lines before and after it (attach, crash record, flush) never run
-    while the target does, so they never appear. If the stdlib's source is
-    not what is expected, an ordinary function does the same work.
-    """
-    code = mpp.BaseProcess.run.__code__
-    lines = [line for _, _, line in code.co_lines() if line is not None]
-    call = max(lines, default=0)
-    text = linecache.getline(code.co_filename, call)
-    if call < 6 or text.strip() != "self._target(*self._args, **self._kwargs)":
-        return _plain_run
-    indent = len(text) - len(text.lstrip(" "))
-    if indent <= 8:
-        return _plain_run
-    source = "\n" * (call - 5) + (
-        "def run(self):\n"
-        "    _begin(self)\n"
-        "    try:\n"
-        "        if self._target:\n"
-        f"{text.rstrip()}\n"
-        "    except Exception:\n"
-        "        _crashed(self)\n"
-        "    finally:\n"
-        "        _end(self)\n"
-    )
-    try:
-        module = compile(source, code.co_filename, "exec")
-    except SyntaxError:
-        return _plain_run
-    # The function's code is a constant of the module's: made, never executed.
-    body = next(c for c in module.co_consts if isinstance(c, types.CodeType))
-    namespace = {"_begin": _begin, "_crashed": _crashed, "_end": _end, "__name__": __name__}
-    run: Callable[[Any], None] = types.FunctionType(body, namespace, "run")
-    run.__qualname__ = "_AttachingProcess.run"
-    return run
+__all__ = ["FunnelContext", "adopted_class", "funnel_context"]
 
 
 class _AttachingProcess:
@@ -128,7 +26,7 @@ class _AttachingProcess:
 
     _logfunnel_address: str | None = None
 
-    run = _make_run()
+    run = attaching_run
 
 
 class FunnelSpawnProcess(_AttachingProcess, mpc.SpawnProcess):
@@ -150,6 +48,26 @@ if sys.platform != "win32":
     _PROCESS_CLASSES["forkserver"] = FunnelForkServerProcess
     _BASE_CONTEXTS["fork"] = mpc.ForkContext
     _BASE_CONTEXTS["forkserver"] = mpc.ForkServerContext
+
+_ADOPTED: dict[type[Any], type[Any]] = {
+    getattr(mpc, f"{kind.__name__[len('Funnel') :]}"): kind for kind in _PROCESS_CLASSES.values()
+}
+
+
+def adopted_class(process: Any) -> type[Any]:
+    """The funnel's class for a process of the stdlib's own classes; other classes stay.
+
+    A child of the funnel's class runs ``attaching_run``, whatever its own
+    interpreter has patched. ``multiprocessing.Process`` starts with the
+    default method, so it becomes that method's class.
+    """
+    kind: type[Any] = type(process)
+    if kind is mpc.Process:
+        method = multiprocessing.get_start_method(allow_none=True) or (
+            multiprocessing.get_context().get_start_method()
+        )
+        return _PROCESS_CLASSES.get(method, kind)
+    return _ADOPTED.get(kind, kind)
 
 
 class FunnelContext(mpc.BaseContext):

@@ -1,0 +1,104 @@
+"""What a running funnel puts in ``os.environ``, so that every child process finds it.
+
+``LOGFUNNEL_ADDRESS`` (the address without its key) and, for TCP,
+``LOGFUNNEL_KEY`` are inherited by every process started while the funnel
+runs, whatever starts it; the startup hook (``_producer._startup``) attaches
+those that run Python. Where this interpreter's logfunnel came without the
+hook's ``.pth`` file, the ``_bootstrap`` directory also goes first on
+``PYTHONPATH``, whose ``sitecustomize`` does the same.
+
+Funnels may nest and stop in any order: each export remembers what it
+replaced, and an export withdrawn from under a newer one hands what it
+remembered to that one, so the environment always ends as it began.
+"""
+
+from __future__ import annotations
+
+import os
+import site
+import sys
+import threading
+
+from ._protocol._address import ENV_ADDRESS, ENV_KEY, Address
+
+__all__ = ["BOOTSTRAP_DIR", "Export", "export", "hook_installed", "withdraw"]
+
+#: The directory whose ``sitecustomize`` attaches (see ``_bootstrap``).
+BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap")
+_PTH_NAME = "logfunnel-startup.pth"
+
+
+class Export:
+    """One funnel's variables, and what they replaced (None: unset)."""
+
+    __slots__ = ("before", "values")
+
+    def __init__(self, values: dict[str, str | None]) -> None:
+        self.values = values
+        self.before: dict[str, str | None] = {}
+
+
+_lock = threading.Lock()
+_exports: list[Export] = []  # oldest first
+
+
+def hook_installed() -> bool:
+    """Whether the ``.pth`` startup hook sits in a site-packages directory of this interpreter."""
+    directories = [*getattr(site, "getsitepackages", list)(), site.getusersitepackages()]
+    return any(os.path.exists(os.path.join(d, _PTH_NAME)) for d in directories if d)
+
+
+def export(address: Address) -> Export:
+    """Put ``address`` in the environment until ``withdraw()``."""
+    values: dict[str, str | None] = {
+        ENV_ADDRESS: str(address),
+        ENV_KEY: address.key.hex() if address.key is not None else None,
+    }
+    if not hook_installed():
+        path = os.environ.get("PYTHONPATH")
+        parts = [p for p in (path or "").split(os.pathsep) if p and p != BOOTSTRAP_DIR]
+        values["PYTHONPATH"] = os.pathsep.join([BOOTSTRAP_DIR, *parts])
+    done = Export(values)
+    with _lock:
+        for name, value in values.items():
+            done.before[name] = os.environ.get(name)
+            _set(name, value)
+        _exports.append(done)
+    return done
+
+
+def withdraw(done: Export) -> None:
+    """Undo ``export``; a second call does nothing."""
+    with _lock:
+        if done not in _exports:
+            return
+        at = _exports.index(done)
+        del _exports[at]
+        if at < len(_exports):
+            # A newer funnel still runs: it now restores what this one found.
+            newer = _exports[at]
+            for name, value in done.before.items():
+                if name in newer.before:
+                    newer.before[name] = value
+                elif os.environ.get(name) == done.values[name]:
+                    _set(name, value)
+            return
+        for name, value in done.before.items():
+            if os.environ.get(name) == done.values[name]:
+                _set(name, value)
+
+
+def _set(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
+def _fork_child() -> None:
+    global _lock
+    _lock = threading.Lock()
+
+
+if sys.platform != "win32":
+    os.register_at_fork(after_in_child=_fork_child)
