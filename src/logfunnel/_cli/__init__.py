@@ -59,8 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _source_root() -> Path | None:
     """The root of the clone this logfunnel runs from, or None for an installed package."""
-    root = Path(__file__).resolve().parents[2]
-    if (root / "src" / "logfunnel" / "_cli.py").is_file() and (root / "pyproject.toml").is_file():
+    root = Path(__file__).resolve().parents[3]
+    if (root / "src" / "logfunnel" / "_cli").is_dir() and (root / "pyproject.toml").is_file():
         return root
     return None
 
