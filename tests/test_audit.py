@@ -104,6 +104,17 @@ class TestDamage:
         result = audit_of([line(2, 0), line(0, 9), line(0, 0)], workers=2, records=3)
         assert (result.torn.count, result.written) == (2, 1)
 
+    @pytest.mark.parametrize("bounded", [True, False], ids=["range-given", "no-range"])
+    def test_a_negative_identity_is_torn(self, bounded: bool) -> None:
+        """A shape of the caller's own may return anything: a negative number is no record
+        (it would index a worker's counters from the end)."""
+        found = iter([(0, 0), (0, -1), (-1, 0)])
+        options: dict[str, Any] = {"workers": 1, "records": 2} if bounded else {}
+        result = Audit(lambda _: next(found), order="per_file", **options)
+        for _ in range(3):
+            result.add("a line")
+        assert (result.written, result.torn.count, dict(result.counts)) == (1, 2, {(0, 0): 1})
+
     def test_undecodable_bytes_are_torn_not_an_error(self, tmp_path: Path) -> None:
         """A record cut inside a UTF-8 sequence reads as a torn line, not UnicodeDecodeError."""
         log = tmp_path / "a.log"

@@ -80,7 +80,7 @@ class RecordShape:
         found = self.marker.search(line)
         if found is None:
             return None
-        worker, number = found.group("worker"), found.group("number")
+        worker, number = found.group("worker", "number")
         if worker is None or number is None:
             return TORN
         key = int(worker), int(number)
@@ -238,10 +238,12 @@ class Audit:
             self.torn.add(line)
             return
         worker, number = found
-        counter = self._counter(worker, number)
-        if counter is None:
-            self.torn.add(line)
-            return
+        counter = self._counters.get(worker)
+        if counter is None or not 0 <= number < len(counter):
+            counter = self._counter(worker, number)
+            if counter is None:
+                self.torn.add(line)
+                return
         self.written += 1
         count = counter[number]
         if count:
@@ -254,7 +256,7 @@ class Audit:
             self._last[worker] = number
 
     def _counter(self, worker: int, number: int) -> bytearray | None:
-        """Worker ``worker``'s counters, long enough for ``number``; None if out of range."""
+        """Worker ``worker``'s counters, made or grown to hold ``number``; None if out of range."""
         if worker < 0 or number < 0:
             return None
         if self.workers is not None and self.records is not None:
