@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _strategy_workers import message
+from _support import audit as support_audit
 
 from logfunnel._audit import (
     SAMPLE_CHARS,
@@ -219,3 +221,28 @@ class TestNumberedSet:
         write(tmp_path / "app.log", [(0, 2), (0, 3)])
         audit = Audit(SHAPE, order="across_files", workers=1, records=4)
         assert audit.read(numbered_set(tmp_path / "app.log")).summary().ok
+
+
+class TestTheSuitesAudit:
+    """``_support.audit``, which the strategy and rotation tests rely on to see damage."""
+
+    NOTICE = "2024-01-01 00:00:00,000 logfunnel-collector[7] WARNING logfunnel: sink moved"
+
+    def test_every_line_is_a_whole_record_or_a_notice(self, tmp_path: Path) -> None:
+        """Both halves of a record cut in two are torn, a changed byte is torn, the collector's
+        notice is passed over."""
+        whole, cut, changed = message(0, 0), message(0, 1), message(0, 2)
+        log = tmp_path / "a.log"
+        lines = [whole, cut[:40], cut[40:], changed.replace("end", "emd"), self.NOTICE]
+        log.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        result = support_audit([log])
+        assert result.torn.lines == lines[1:4]
+        assert sorted(result.counts) == [(0, 0)]
+
+    def test_a_rotated_set_is_one_sequence(self, tmp_path: Path) -> None:
+        """Record 1 in the newer file after record 2 in the older one is reordered."""
+        older, newer = tmp_path / "a.log.1", tmp_path / "a.log"
+        older.write_text(f"{message(0, 0)}\n{message(0, 2)}\n", encoding="utf-8")
+        newer.write_text(f"{message(0, 1)}\n", encoding="utf-8")
+        result = support_audit(numbered_set(newer))
+        assert result.reordered.lines == [message(0, 1)]
