@@ -24,10 +24,10 @@ ALLOWED = {
     "_sinks": {"_protocol", "_files"},
     "_collector": {"_protocol", "_sinks"},
     "_files": set(),
-    "_cli": {"_audit", "_files", "_funnel"},
-    "_threads": set(),
     # Reading a log back (demo, benchmark, tests): a leaf, and no worker's.
     "_audit": set(),
+    "_cli": {"_audit", "_files", "_funnel"},
+    "_threads": set(),
 }
 
 
