@@ -37,8 +37,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from logfunnel._audit import Summary
+
 from ._ways import WAYS, BenchError, Spec, Workers
-from ._workload import Audit, audit
+from ._workload import audit
 
 __all__ = ["Sample", "run_once", "summarise"]
 
@@ -59,7 +61,7 @@ class Sample:
     caller: float
     writer_cpu: float
     writer_rss: int | None
-    audit: Audit | None
+    audit: Summary | None
     ages: Sequence[float] | None = field(default=None, repr=False)
 
     @property

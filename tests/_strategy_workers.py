@@ -3,7 +3,7 @@ rotation in the collector.
 
 They live in an importable module so that spawn and forkserver children can
 find them by name. Every record's text is derived from (worker, number), so a
-torn, mixed or doubled line shows up in the audit (``_support.Audit``).
+torn, mixed or doubled line shows up in the audit (``_support.audit``).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import logfunnel
 LOGGER = "strategy"
 
 _ASTRAL = ("\U0001d11e", "\U0001f600", "\U00010348", "\u00e9\u00e8", "\u4e2d\u6587")
-#: What a record looks like in a line: ``message(worker, number)``.
-RECORD = re.compile(r"W(\d+) R(\d+) \[(.*)\] end")
+#: Where a record starts in a line: the rest of the line must be ``message(worker, number)``.
+RECORD = re.compile(r"W(?P<worker>\d+) R(?P<number>\d+) \[")
 
 
 def message(worker: int, number: int) -> str:

@@ -11,11 +11,12 @@ import logging
 import re
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from _strategy_workers import RECORD, message
+
+from logfunnel._audit import Audit, RecordShape
 
 #: How long a test waits for one step (a child to end, an event, a queue item)
 #: before calling it hung. It is below the per-test timeout, so a hang fails
@@ -116,16 +117,6 @@ def run_all(ctx: Any, target: Any, arg_tuples: Sequence[tuple[Any, ...]]) -> Non
 # -- log files read back -------------------------------------------------------------
 
 
-def numbered_set(path: Path) -> list[Path]:
-    """``path`` and its numbered backups (``.1``, ``.2``, ...), oldest first."""
-    backups = sorted(
-        (int(p.name[len(path.name) + 1 :]), p)
-        for p in path.parent.glob(path.name + ".*")
-        if p.name[len(path.name) + 1 :].isdigit()
-    )
-    return [p for _, p in reversed(backups)] + ([path] if path.exists() else [])
-
-
 def dated_set(path: Path) -> list[Path]:
     """``path`` and its time-stamped backups (``.YYYY-MM-DD_HH-MM-SS``), oldest first."""
     stamped = sorted(
@@ -144,54 +135,26 @@ def read_lines(files: Iterable[Path], encoding: str = "utf-8") -> list[str]:
     return lines
 
 
-@dataclass
-class Audit:
-    """Lines of ``_strategy_workers`` records, each judged against its exact ``message()``."""
-
-    counts: dict[tuple[int, int], int] = field(default_factory=dict)
-    torn: list[str] = field(default_factory=list)
-    out_of_order: list[str] = field(default_factory=list)
-    _last: dict[int, int] = field(default_factory=dict)
-
-    def add(self, line: str) -> None:
-        match = RECORD.search(line)
-        if match is None:
-            self.torn.append(line)
-            return
-        worker, number = int(match.group(1)), int(match.group(2))
-        if match.group(0) != message(worker, number):
-            self.torn.append(line)
-            return
-        self.counts[(worker, number)] = self.counts.get((worker, number), 0) + 1
-        if number <= self._last.get(worker, -1):
-            self.out_of_order.append(line)
-        self._last[worker] = number
-
-    def missing(self, workers: int, count: int) -> list[tuple[int, int]]:
-        return [(w, n) for w in range(workers) for n in range(count) if (w, n) not in self.counts]
-
-    def doubled(self) -> dict[tuple[int, int], int]:
-        return {key: n for key, n in self.counts.items() if n > 1}
-
-
 #: A line the collector itself logged (``processName`` is ``logfunnel-collector``).
 COLLECTOR_NOTICE = re.compile(r" logfunnel-collector\[\d+\] [A-Z]+ ")
 
+#: A ``_strategy_workers`` record: its marker, then exactly its ``message()``.
+RECORD_SHAPE = RecordShape(RECORD, message)
 
-def audit(files: Iterable[Path], keep: re.Pattern[str] | None = None) -> Audit:
-    """Read ``files`` in the order given; only lines matching ``keep`` count, if given.
 
-    The collector's own notices are passed over: on a loaded machine a slow
-    sink is moved to its own thread and the collector says so in the log, a
-    whole record of its own, not a torn one of the run.
+def audit(files: Iterable[Path] = ()) -> Audit:
+    """Read ``files`` in the order given, as one log: a worker's records keep their order
+    across them (a rotated set, oldest first). More lines can be added to the result.
+
+    Every line must be a whole record, so a line without a marker (the tail of a
+    record cut in two) is torn. The collector's own notices are passed over: on a
+    loaded machine a slow sink is moved to its own thread and the collector says so
+    in the log, a whole record of its own, not a torn one of the run.
     """
-    result = Audit()
-    for path in files:
-        with path.open(encoding="utf-8") as handle:
-            for raw in handle:
-                line = raw.rstrip("\n")
-                if COLLECTOR_NOTICE.search(line):
-                    continue
-                if keep is None or keep.search(line):
-                    result.add(line)
-    return result
+    result = Audit(
+        RECORD_SHAPE,
+        order="across_files",
+        keep=lambda line: COLLECTOR_NOTICE.search(line) is None,
+        only_records=True,
+    )
+    return result.read(files)

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from logfunnel import _cli
+from logfunnel._audit import numbered_set
 from logfunnel._cli import main
-from logfunnel._cli._demo import audit_files, rotated_set
+from logfunnel._cli._demo import audit_files
 
 
 class TestDemo:
@@ -61,28 +62,29 @@ class TestDemo:
         out = capsys.readouterr().out
         assert code == 0, out
         assert "600 records expected, 600 written, 0 lost, 0 duplicated" in out
-        assert len(rotated_set(tmp_path / "demo.log")) > 3
+        assert len(numbered_set(tmp_path / "demo.log")) > 3
 
 
 class TestAudit:
-    def test_audit_counts_lost_duplicated_and_reordered(self, tmp_path: Path) -> None:
-        """The demo's audit is real: it sees a missing, a doubled and a reordered record."""
+    def test_audit_reads_the_rotated_set_as_one_sequence(self, tmp_path: Path) -> None:
+        """The demo's audit counts its records across the set: record 1 in the newer file after
+        record 2 in the older one is out of order; the workers' "finished" lines are not records."""
         older = tmp_path / "demo.log.1"
         newer = tmp_path / "demo.log"
         older.write_text("x demo worker 0 record 0\nx demo worker 0 record 2\n")
         newer.write_text(
             "x demo worker 0 record 1\nx demo worker 0 record 2\nx demo worker 1 record 0\n"
+            "x demo worker 1 finished: 3 records sent\n"
         )
-        files = rotated_set(newer)
-        assert files == [older, newer]
-        audit = audit_files(files, workers=2, records=3)
+        audit = audit_files(numbered_set(newer), workers=2, records=3)
         assert (
             audit.expected,
             audit.written,
             audit.lost,
             audit.duplicated,
-            audit.out_of_order,
-        ) == (6, 5, 2, 1, 1)
+            audit.reordered,
+            audit.torn,
+        ) == (6, 5, 2, 1, 1, 0)
         assert not audit.ok
 
     def test_bad_arguments_are_refused(self, capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,9 +20,10 @@ from typing import Any
 
 import _workers
 import pytest
-from _support import JOIN_TIMEOUT, Records, join_all, numbered_set, read_lines
+from _support import JOIN_TIMEOUT, Records, join_all, read_lines
 
 import logfunnel
+from logfunnel._audit import numbered_set
 
 
 def task_records(capture: Records) -> dict[tuple[int, int], int]:

@@ -24,7 +24,9 @@ ALLOWED = {
     "_sinks": {"_protocol", "_files"},
     "_collector": {"_protocol", "_sinks"},
     "_files": set(),
-    "_cli": {"_files", "_funnel"},
+    # Reading a log back (demo, benchmark, tests): a leaf, and no worker's.
+    "_audit": set(),
+    "_cli": {"_audit", "_files", "_funnel"},
     "_threads": set(),
     # What a running funnel exports for its children, and where they pick it up.
     "_inherit": {"_protocol"},

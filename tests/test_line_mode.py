@@ -22,11 +22,12 @@ from pathlib import Path
 import _workers
 import pytest
 from _peers import closed_by_peer, handshake, serve
-from _support import JOIN_TIMEOUT, join_all, numbered_set
+from _support import JOIN_TIMEOUT, join_all
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import logfunnel
+from logfunnel._audit import numbered_set
 from logfunnel._collector import _loop
 from logfunnel._collector._loop import Collector
 from logfunnel._protocol._address import Address

@@ -14,9 +14,10 @@ from typing import Any
 
 import _workers
 import pytest
-from _support import COLLECTOR_NOTICE, Records, join_all, numbered_set, read_lines
+from _support import COLLECTOR_NOTICE, Records, join_all, read_lines
 
 import logfunnel
+from logfunnel._audit import numbered_set
 from logfunnel._producer._format import ProducerFormatter
 from logfunnel._sinks._guard import LINES_ATTR
 from logfunnel._sinks._writer import TextWriter, text_spec

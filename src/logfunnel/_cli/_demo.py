@@ -16,16 +16,18 @@ import re
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 
+from .._audit import Audit, RecordShape, Summary, numbered_set
 from .._funnel import DEFAULT_FORMAT, Funnel
 
-__all__ = ["HELP", "Audit", "add_arguments", "audit_files", "rotated_set", "run"]
+__all__ = ["HELP", "add_arguments", "audit_files", "run"]
 
 HELP = "run many workers into one rotating log and check that every record arrived once, in order"
 
-_LINE = re.compile(r"demo worker (\d+) record (\d+)\b")
+#: A demo record on a line: its marker is the whole message.
+_SHAPE = RecordShape(re.compile(r"demo worker (?P<worker>\d+) record (?P<number>\d+)\b"))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,60 +59,15 @@ def _worker(index: int, records: int) -> None:
     log.warning("demo worker %d finished: %d records sent", index, records)
 
 
-@dataclass
-class Audit:
-    """What the file set holds compared with what was sent."""
+def audit_files(files: Iterable[Path], workers: int, records: int) -> Summary:
+    """Account for every demo record in ``files``, a rotated set read oldest first.
 
-    expected: int
-    written: int
-    lost: int
-    duplicated: int
-    out_of_order: int
-
-    @property
-    def ok(self) -> bool:
-        return self.lost == 0 and self.duplicated == 0 and self.out_of_order == 0
-
-
-def rotated_set(path: Path) -> list[Path]:
-    """The file and its rotated copies, oldest first (``.N`` is older than ``.N-1``)."""
-    numbered = []
-    for candidate in path.parent.glob(path.name + ".*"):
-        suffix = candidate.name[len(path.name) + 1 :]
-        if suffix.isdigit():
-            numbered.append((int(suffix), candidate))
-    files = [p for _, p in sorted(numbered, reverse=True)]
-    if path.exists():
-        files.append(path)
-    return files
-
-
-def audit_files(files: list[Path], workers: int, records: int) -> Audit:
-    """Count every ``demo worker W record N`` line across ``files`` read oldest first."""
-    seen: dict[tuple[int, int], int] = {}
-    last = [-1] * workers
-    out_of_order = 0
-    for file in files:
-        with file.open(encoding="utf-8") as handle:
-            for line in handle:
-                match = _LINE.search(line)
-                if match is None:
-                    continue
-                worker, number = int(match.group(1)), int(match.group(2))
-                seen[(worker, number)] = seen.get((worker, number), 0) + 1
-                if 0 <= worker < workers:
-                    if number < last[worker]:
-                        out_of_order += 1
-                    last[worker] = max(last[worker], number)
-    expected = workers * records
-    present = sum(1 for w in range(workers) for n in range(records) if (w, n) in seen)
-    return Audit(
-        expected=expected,
-        written=sum(seen.values()),
-        lost=expected - present,
-        duplicated=sum(count - 1 for count in seen.values() if count > 1),
-        out_of_order=out_of_order,
-    )
+    A worker's records must keep their order across the set, not only within
+    a file: a record rotated into an older file after a later one of the same
+    worker is out of order.
+    """
+    audit = Audit(_SHAPE, order="across_files", workers=workers, records=records)
+    return audit.read(files).summary()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -123,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     directory = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="logfunnel-demo-"))
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "demo.log"
-    for old in rotated_set(path):
+    for old in numbered_set(path):
         old.unlink()
     expected_bytes = args.workers * (args.records + 1) * 120
     backups = max(5, 2 * expected_bytes // max(1, args.max_bytes) + 5)
@@ -147,13 +104,13 @@ def run(args: argparse.Namespace) -> int:
             proc.join()
         failed = [p.name for p in procs if p.exitcode != 0]
     elapsed = time.perf_counter() - started
-    files = rotated_set(path)
+    files = numbered_set(path)
     audit = audit_files(files, args.workers, args.records)
     rate = audit.written / elapsed if elapsed > 0 else 0.0
     print(
         f"logfunnel demo: {args.workers} workers ({args.method}), "
         f"{audit.expected} records expected, {audit.written} written, {audit.lost} lost, "
-        f"{audit.duplicated} duplicated, {audit.out_of_order} out of order, "
+        f"{audit.duplicated} duplicated, {audit.reordered} out of order, "
         f"{elapsed:.2f} s ({rate:,.0f} records/s) -> {path} and {len(files) - 1} rotated file(s)"
     )
     if failed:
