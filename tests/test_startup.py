@@ -224,8 +224,11 @@ class TestEveryProcess:
             logging.getLogger("worker").debug("after dictConfig")
             """
         )
-        with logfunnel.Funnel(log, fmt=FORMAT):
+        with logfunnel.Funnel(log, fmt=FORMAT) as funnel:
+            before = funnel.stats.connections
             result = run_python("-c", code)
+            # One connection all along: the configuration did not close the funnel's handler.
+            assert funnel.stats.connections == before + 1
         assert result.returncode == 0, result.stderr
         assert own.read_text().splitlines() == ["after basicConfig", "after dictConfig"]
         assert messages(log) == ["after basicConfig", "after dictConfig"]
@@ -250,6 +253,17 @@ class TestEveryProcess:
 
 
 class TestNeverBreaksAProgram:
+    def test_the_hook_stands_down_where_the_environment_is_ignored(self) -> None:
+        """Called in a python -E process, the hook does not read LOGFUNNEL_ADDRESS."""
+        code = (
+            "import logfunnel, logfunnel._producer._startup as s; s.start_from_environment(); "
+            "print(logfunnel.attached())"
+        )
+        env = dict(os.environ, LOGFUNNEL_ADDRESS="unix:/nonexistent/collector.sock")
+        result = run_python("-E", "-c", code, env=env)
+        assert result.stdout == "None\n"
+        assert result.stderr == ""
+
     def _env(self, address: str) -> dict[str, str]:
         env = dict(os.environ)
         env["LOGFUNNEL_ADDRESS"] = address
@@ -395,17 +409,29 @@ class TestInstalledWheel:
         one line when it fails, and each record once when it works."""
         result = run_python(
             "-c",
-            "import logging; logging.getLogger('worker').warning('x')",
+            "pass",
             python=str(installed),
             env=self._env(LOGFUNNEL_ADDRESS="unix:/nonexistent/collector.sock"),
         )
-        assert result.stderr.count("could not attach") == 1
+        assert len(result.stderr.splitlines()) == 1
+        assert "could not attach" in result.stderr
         path = tmp_path / "once.log"
         with logfunnel.Funnel(path, fmt=FORMAT, inherit=False) as funnel:
             env = self._env(LOGFUNNEL_ADDRESS=funnel.address)
             result = run_python(*worker("log_lines", "once"), python=str(installed), env=env)
         assert result.returncode == 0, result.stderr
         assert messages(path) == expected("once")
+
+    def test_a_funnel_there_leaves_pythonpath_alone(self, installed: Path, tmp_path: Path) -> None:
+        """Where the .pth hook is installed, a funnel's children need no PYTHONPATH entry."""
+        code = (
+            "import logfunnel, os\n"
+            f"with logfunnel.Funnel({str(tmp_path / 'x.log')!r}):\n"
+            "    print(os.environ.get('PYTHONPATH'), bool(os.environ.get('LOGFUNNEL_ADDRESS')))\n"
+        )
+        result = run_python("-c", code, python=str(installed), env=self._env())
+        # run_python puts the tests folder there; nothing more is added.
+        assert result.stdout == f"{TESTS} True\n", result.stderr
 
     @pytest.mark.parametrize("flag", ["-E", "-I", "-S"])
     def test_isolated_interpreters_stand_down(

@@ -88,7 +88,12 @@ def attach(
                 if current._sock is None:
                     # A fork child inherits the handler without a connection:
                     # make it now, so attach() means "connected" here too.
-                    current.connect()
+                    try:
+                        current.connect()
+                    except AttachError as exc:
+                        if not fallback:
+                            raise
+                        _say_not_attached(exc)
                 return current
         handler = FunnelHandler(text, key=key, timeout=timeout)
         try:
@@ -97,7 +102,7 @@ def attach(
             if not fallback:
                 handler.close()
                 raise
-            write_stderr(f"logfunnel: pid {os.getpid()} could not attach: {exc}\n")
+            _say_not_attached(exc)
             config = {}
         except BaseException:
             handler.close()
@@ -120,6 +125,10 @@ def attach(
             handler._on_several_loggers()
         _attachments.append(_Attachment(handler, set_aside, loggers))
         return handler
+
+
+def _say_not_attached(exc: AttachError) -> None:
+    write_stderr(f"logfunnel: pid {os.getpid()} could not attach: {exc}\n")
 
 
 def detach(handler: FunnelHandler | None = None) -> None:

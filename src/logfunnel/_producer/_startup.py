@@ -36,7 +36,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .._protocol._address import ENV_ADDRESS, parse_address
+from .._protocol._address import ENV_ADDRESS
 
 # typing is for the type checker only: this runs in every attached interpreter's start.
 TYPE_CHECKING = False
@@ -80,7 +80,6 @@ def start_from_environment() -> None:
 
 def _start(text: str) -> None:
     global _mp_child
-    parse_address(text)  # a malformed address says so before anything changes
     role = _role(getattr(sys, "orig_argv", sys.argv))
     if role == "helper":
         return
