@@ -15,7 +15,7 @@ from types import TracebackType
 from ._collector._listen import listen, remove_private_dir
 from ._collector._loop import Collector, CollectorStats
 from ._collector._process import ProcessCollector
-from ._inherit import Export, export, withdraw
+from ._inherit import Export, end_reusable_workers, export, withdraw
 from ._producer._attach import attach, detach
 from ._producer._children import adopt_children, release_children
 from ._producer._context import FunnelContext
@@ -58,7 +58,9 @@ class Funnel:
     and ``LOGFUNNEL_KEY`` for TCP), so every process started meanwhile
     inherits it, and every Python one among them attaches itself as it
     starts (the startup hook): subprocesses, joblib's workers, executors a
-    library makes. ``stop()`` puts back what was there. ``inherit=False``
+    library makes. ``stop()`` puts back what was there. joblib's (loky's)
+    reusable pool of workers is shut down when a funnel starts and stops, so
+    its workers always have the current funnel's address. ``inherit=False``
     leaves the environment alone; then only processes that ``attach()`` or
     come from ``context()`` join.
 
@@ -217,6 +219,7 @@ class Funnel:
             adopt_children()
         if self._inherit:
             self._export = export(address)
+            end_reusable_workers()
         # Forgetting stop() must not lose the tail of the log.
         atexit.register(_stop_at_exit, weakref.ref(self))
         _on_sigterm.add(self)
@@ -237,6 +240,7 @@ class Funnel:
     def _stop(self, timeout: float | None) -> None:
         if self._export is not None:
             withdraw(self._export)
+            end_reusable_workers()
         if self._handler is not None:
             detach(self._handler)
             release_children()

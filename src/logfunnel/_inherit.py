@@ -14,6 +14,7 @@ remembered to that one, so the environment always ends as it began.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import site
 import sys
@@ -21,7 +22,14 @@ import threading
 
 from ._protocol._address import ENV_ADDRESS, ENV_KEY, Address
 
-__all__ = ["BOOTSTRAP_DIR", "Export", "export", "hook_installed", "withdraw"]
+__all__ = [
+    "BOOTSTRAP_DIR",
+    "Export",
+    "end_reusable_workers",
+    "export",
+    "hook_installed",
+    "withdraw",
+]
 
 #: The directory whose ``sitecustomize`` attaches (see ``_bootstrap``).
 BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap")
@@ -86,6 +94,27 @@ def withdraw(done: Export) -> None:
         for name, value in done.before.items():
             if os.environ.get(name) == done.values[name]:
                 _set(name, value)
+
+
+#: Where loky (on its own, and inside joblib) keeps the pool it reuses across calls.
+_REUSABLE_POOLS = ("joblib.externals.loky.reusable_executor", "loky.reusable_executor")
+
+
+def end_reusable_workers() -> None:
+    """Shut down loky's reusable pool of workers, if this process has one.
+
+    Its workers outlive ``Parallel`` calls and keep the environment they
+    started with, so a pool started before a funnel does not log into it, and
+    one started during a funnel logs into an address that is gone once the
+    funnel stops. A funnel ends the pool when it starts and when it stops; the
+    next call starts new workers, which inherit what is current. Waiting for
+    them also means their last records are in before the funnel drains.
+    """
+    for name in _REUSABLE_POOLS:
+        executor = getattr(sys.modules.get(name), "_executor", None)
+        if executor is not None:
+            with contextlib.suppress(Exception):
+                executor.shutdown(wait=True)
 
 
 def _set(name: str, value: str | None) -> None:
