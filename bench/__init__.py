@@ -123,9 +123,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how long each --latency run lasts (default 3)",
     )
     parser.add_argument(
+        "--startup",
+        action="store_true",
+        help="also: what the startup hook costs an interpreter's start (builds the wheel)",
+    )
+    parser.add_argument(
         "--no-compare",
         action="store_true",
-        help="skip the main comparison (run only --scale, --sizes, --latency)",
+        help="skip the main comparison (run only --scale, --sizes, --latency, --startup)",
     )
     parser.add_argument(
         "--quick",

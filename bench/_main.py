@@ -259,6 +259,10 @@ def main(args: argparse.Namespace) -> int:
             results["latency"][method] = _measure(
                 runner, _LATENCY_WAYS, method, n, records, size, rate=rate, latency=True
             )
+    if args.startup:
+        from ._startup import measure_startup
+
+        results["startup"] = measure_startup()
     results["skipped"] = runner.skipped
     results["failed"] = runner.failed
     print_report(results, sys.stdout)

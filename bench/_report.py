@@ -213,6 +213,10 @@ def format_report(results: dict[str, Any]) -> str:
         for method, rows in results[key].items():
             if rows:
                 lines += ["", *render(method, rows)]
+    if results.get("startup"):
+        from ._startup import startup_lines
+
+        lines += ["", *startup_lines(results["startup"])]
     notes = [f"{s['way']} ({s['method']}): skipped, {s['reason']}" for s in results["skipped"]]
     notes += [f"{f['way']} ({f['method']}): failed, {f['error']}" for f in results["failed"]]
     if notes:

@@ -222,3 +222,19 @@ class TestQuickRun:
         assert "note: loguru-enqueue (fork): skipped, not installed" in out
         assert "pip install -e '.[bench]'" in out
         assert out.count("\nlogfunnel ") == 1
+
+
+class TestStartup:
+    @pytest.mark.timeout(300)
+    def test_startup_runs_time_a_hook_that_really_attaches(self) -> None:
+        """--startup times the three starts in a fresh venv from the wheel, and every run
+        with the variable set really attached (one connection each)."""
+        from bench._startup import measure_startup, startup_lines
+
+        result = measure_startup(runs=2)
+        assert result["runs"] == 2
+        assert set(result["ms"]) == {"no_hook", "hook_unset", "attach"}
+        assert result["ms"]["attach"]["min"] > 0
+        lines = startup_lines(result)
+        assert lines[0].startswith("interpreter start-up, 2 interleaved runs")
+        assert len(lines) == 5
