@@ -332,6 +332,38 @@ class TestMultiprocessingHelpers:
         assert messages(log) == expected("h-spawn") + expected("h-forkserver")
 
 
+class TestStartedBeforeTheFunnel:
+    def test_a_forkserver_started_earlier_still_gives_children_the_current_funnel(
+        self, tmp_path: Path
+    ) -> None:
+        """A forkserver started before any funnel, or during an earlier one, keeps its old
+        environment, yet each child it forks logs into the funnel its parent is attached to."""
+        first, second = tmp_path / "first.log", tmp_path / "second.log"
+        code = textwrap.dedent(
+            f"""
+            import multiprocessing, logfunnel, _startup_workers
+            def child(tag):
+                proc = ctx.Process(target=_startup_workers.log_lines, args=(tag,))
+                proc.start()
+                proc.join(60)
+                assert proc.exitcode == 0
+            if __name__ == "__main__":
+                ctx = multiprocessing.get_context("forkserver")
+                child("no-funnel")                      # starts the forkserver, no funnel yet
+                with logfunnel.Funnel({str(first)!r}, fmt={FORMAT!r}):
+                    child("first")
+                with logfunnel.Funnel({str(second)!r}, fmt={FORMAT!r}):
+                    child("second")
+            """
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LOGFUNNEL_")}
+        result = run_python("-c", code, env=env)
+        assert result.returncode == 0, result.stderr
+        assert messages(first) == expected("first")
+        assert messages(second) == expected("second")
+        assert "no-funnel 0" in result.stderr  # logging's last resort, as without logfunnel
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh virtual environment with logfunnel installed from its wheel: the python."""
