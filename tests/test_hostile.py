@@ -42,7 +42,9 @@ from logfunnel._collector._loop import Collector
 from logfunnel._protocol import _codec, _exceptions
 from logfunnel._protocol._address import Address
 from logfunnel._protocol._codec import (
+    HEADER,
     KIND_AUTH,
+    KIND_CONFIG,
     KIND_RECORD,
     MAX_FRAME,
     PROTOCOL_VERSION,
@@ -200,18 +202,26 @@ class TestDecoderFuzz:
             decode_record(rebuilt)
 
     def test_wrong_protocol_version_is_refused(self) -> None:
-        """A hello of another protocol version closes the connection with that reason."""
+        """A hello of a protocol version the collector does not read gets a refusal naming
+        both versions, then the connection closes with that reason on the collector's side."""
         capture = Capture()
         with serve([capture]) as (collector, address):
             sock = connect(address)
             sock.sendall(hello_frame(version=99))
-            assert closed_by_peer(sock)
+            sock.settimeout(30)
+            received = bytearray()
+            while chunk := sock.recv(65536):
+                received += chunk
             sock.close()
             stats = collector.stats
+        length, kind = HEADER.unpack_from(received)
+        assert kind == KIND_CONFIG
+        refusal = json.loads(received[HEADER.size : 4 + length])["refused"]
+        assert "protocol 99" in refusal
+        assert f"protocol {PROTOCOL_VERSION}" in refusal
         assert stats.bad_connections == 1
-        assert capture.messages("logfunnel") == [
-            "logfunnel: closed connection 1: unsupported protocol version 99"
-        ]
+        [closed] = capture.messages("logfunnel")
+        assert closed == f"logfunnel: closed connection 1: {refusal}"
 
 
 def _collector_record_header_size() -> int:

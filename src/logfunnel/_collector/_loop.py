@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from .._protocol._acks import ack_frame, bye_frame
 from .._protocol._address import Address
 from .._protocol._codec import (
     KIND_HELLO,
@@ -46,7 +47,14 @@ from .._protocol._codec import (
     decode_text,
     make_record,
 )
-from .._protocol._handshake import challenge_frame, check_auth, config_frame, parse_hello
+from .._protocol._handshake import (
+    VersionRefused,
+    challenge_frame,
+    check_auth,
+    config_frame,
+    parse_hello,
+    refusal_frame,
+)
 from .._protocol._stream import line_run, one_text, read_frame
 from .._sinks._config import OVERFLOW_POLICIES
 from .._sinks._guard import skip_marker
@@ -54,7 +62,7 @@ from .._sinks._plan import SinkPlan
 from .._sinks._routes import Routes
 from .._threads import collector_threads
 from ._budget import BUFFER_BUDGET, UNRESERVED, BufferBudget
-from ._sequence import Sequences
+from ._sequence import Sequences, Stream
 
 __all__ = ["Collector", "CollectorStats"]
 
@@ -72,6 +80,8 @@ HANDSHAKE_TIMEOUT: Final = 10.0
 STALL_TIMEOUT: Final = 60.0
 # How often (seconds) timeouts are checked and a paused listener is retried.
 _TICK: Final = 0.5
+#: Acknowledgements a producer has not read yet, past which it is closed.
+_ACK_BACKLOG: Final = 64 * 1024
 # After a round of reads that brought at least _BUSY_ROUND records, the
 # collector pauses _BATCH_WINDOW seconds before the next select: producers keep
 # sending into their socket buffers meanwhile (they are not slowed), and the
@@ -118,11 +128,14 @@ class CollectorStats:
 
 class _Connection:
     __slots__ = (
+        "acked",
+        "acking",
         "buf",
         "expected",
         "identity",
         "label",
         "nonce",
+        "out",
         "paused",
         "reserved",
         "since",
@@ -147,6 +160,12 @@ class _Connection:
         self.reserved = 0
         # True while waiting for budget: not read until some is given back.
         self.paused = False
+        # Over TCP, a producer that keeps what it sends until acknowledged:
+        # records below ``acked`` were acknowledged; ``out`` is what is still
+        # to go to it (acknowledgements, whole frames).
+        self.acking = False
+        self.acked = 0
+        self.out = bytearray()
 
 
 class Collector:
@@ -168,8 +187,13 @@ class Collector:
         sink_options: dict[str, float] | None = None,
         routes: Routes | None = None,
         loggers: dict[str, Any] | None = None,
+        final: bool = True,
     ) -> None:
         self._listener = listener
+        # Whether producers are told, at the stop, not to wait for a successor
+        # (a funnel's collector), or keep their records for the next one to
+        # take the address (``logfunnel serve``).
+        self._final = final
         self._address = address
         self._level = level
         #: The parent's logger configuration, for every producer's handshake.
@@ -181,6 +205,9 @@ class Collector:
         self._wake_r, self._wake_w = socket.socketpair()
         self._connections: dict[int, _Connection] = {}
         self._sequences = Sequences(self.stats, self._report)
+        # Acknowledging connections: by stream, and those with records to acknowledge.
+        self._streams: dict[Stream, _Connection] = {}
+        self._to_ack: set[_Connection] = set()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._owner_pid = os.getpid()
@@ -204,16 +231,15 @@ class Collector:
             overflow=overflow,
             sink_options=sink_options,
         )
-        # The same answer for every producer's hello.
-        self._config_frame = config_frame(
-            {
-                "level": level,
-                "max_frame": max_frame,
-                "overflow": overflow,
-                "loggers": loggers,
-                **self.plan.handshake(),
-            }
-        )
+        # The same answer for every producer's hello (over TCP, plus where it resumes).
+        self._config: dict[str, Any] = {
+            "level": level,
+            "max_frame": max_frame,
+            "overflow": overflow,
+            "loggers": loggers,
+            **self.plan.handshake(),
+        }
+        self._config_frame = config_frame(self._config)
         # The hot paths read these often: plain attributes, looked up once here.
         self._line_level = self.plan.line_level
         self._one_text = self.plan.one_text
@@ -299,6 +325,8 @@ class Collector:
                 for key, _ in select(_TICK if self._connections or self._budget.waiting else None):
                     self._dispatch_event(key.data, key.fileobj)
                 self.plan.flush()
+                if self._to_ack:
+                    self._acknowledge()
                 if time.monotonic() >= self._next_tick:
                     self._tick()
                 if stats.records - before >= _BUSY_ROUND:
@@ -379,6 +407,14 @@ class Collector:
             self._selector.unregister(self._listener)
         self._listener.close()
         if self._address.scheme != "unix":
+            # What is written so far is acknowledged; a final collector then
+            # says bye, so its producers send what comes later to their fallback.
+            self.plan.flush()
+            for conn in list(self._connections.values()):
+                if conn.acking:
+                    self._send_to(conn, ack_frame(conn.expected))
+                    if self._final:
+                        self._send_to(conn, bye_frame())
             for conn in list(self._connections.values()):
                 with contextlib.suppress(OSError):
                     conn.sock.shutdown(socket.SHUT_WR)
@@ -486,6 +522,8 @@ class Collector:
                     self._lines(conn)
                 else:
                     self._frames(conn)
+            if conn.acking and conn.expected != conn.acked:
+                self._to_ack.add(conn)
         except FrameError as exc:
             self.stats.bad_connections += 1
             self._close(conn, str(exc))
@@ -561,6 +599,8 @@ class Collector:
             # The hot path: sequence and the text, straight to the text sinks.
             levelno, seq, text = one_text(buf, pos, end)
             if seq != conn.expected:
+                if seq < conn.expected and conn.acking:
+                    return end  # written already: sent again after a reconnect
                 self._sequences.gap(conn.label, conn.expected, seq)
             conn.expected = seq + 1
             for sink, writer in self.plan.text_sinks:
@@ -605,14 +645,23 @@ class Collector:
             conn.state = _HELLO
             return
         if conn.state == _HELLO and kind == KIND_HELLO:
-            hello = parse_hello(body)
+            try:
+                hello = parse_hello(body)
+            except VersionRefused as exc:
+                with contextlib.suppress(OSError):
+                    conn.sock.send(refusal_frame(str(exc)))
+                raise
             conn.identity, conn.stream = hello.identity, hello.stream
             conn.label = f"pid {hello.identity[1]} on {hello.identity[0]}"
             self.stats.producers.add(hello.identity)
-            # Lines carry no number, so a reconnect is where line mode sees a gap.
-            conn.expected = self._sequences.start(hello.stream, hello.seq, conn.label)
+            answer = self._config_frame
+            if hello.ack and self._address.scheme == "tcp":
+                answer = self._resume(conn, hello.stream, hello.seq)
+            else:
+                # Lines carry no number, so a reconnect is where line mode sees a gap.
+                conn.expected = self._sequences.start(hello.stream, hello.seq, conn.label)
             try:
-                conn.sock.sendall(self._config_frame)
+                conn.sock.sendall(answer)
             except BlockingIOError:
                 raise FrameError("peer does not read its handshake") from None
             except OSError:
@@ -622,16 +671,60 @@ class Collector:
             return
         raise FrameError(f"unexpected frame kind {kind} in this state")
 
-    def _sequence(self, conn: _Connection, seq: int) -> None:
+    def _resume(self, conn: _Connection, stream: Stream, announced: int) -> bytes:
+        """An acknowledging producer's hello: where its stream resumes, in the answer.
+
+        Its earlier connection, if the collector still has it (a link that
+        dropped without a word), is closed first: the producer sends again
+        what that one had not delivered.
+        """
+        old = self._streams.get(stream)
+        if old is not None and old is not conn:
+            self._close(old, None)
+        resume = self._sequences.resume(stream, announced, conn.label)
+        conn.expected = conn.acked = resume
+        conn.acking = True
+        self._streams[stream] = conn
+        return config_frame({**self._config, "ack": True, "resume": resume})
+
+    def _acknowledge(self) -> None:
+        """Tell each producer how far its records are written (the sinks were just flushed)."""
+        to_ack, self._to_ack = self._to_ack, set()
+        for conn in to_ack:
+            if conn.sock.fileno() in self._connections and conn.expected != conn.acked:
+                conn.acked = conn.expected
+                self._send_to(conn, ack_frame(conn.expected))
+
+    def _send_to(self, conn: _Connection, frame: bytes) -> None:
+        """Queue ``frame`` for ``conn`` and send what its socket takes now, never a frame cut."""
+        out = conn.out
+        out += frame
+        try:
+            sent = conn.sock.send(out)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            return  # gone: its EOF ends it
+        del out[:sent]
+        if len(out) > _ACK_BACKLOG:
+            self._close(conn, "does not read its acknowledgements")
+        elif out:
+            self._to_ack.add(conn)  # the rest goes with the next round
+
+    def _sequence(self, conn: _Connection, seq: int) -> bool:
+        """Count the record numbered ``seq``; False if it was written already (a resend)."""
         if seq != conn.expected:
+            if seq < conn.expected and conn.acking:
+                return False
             self._sequences.gap(conn.label, conn.expected, seq)
         conn.expected = seq + 1
         self.stats.records += 1
+        return True
 
     def _record(self, conn: _Connection, body: bytes) -> None:
         seq, attrs = decode_record(body)
-        self._sequence(conn, seq)
-        self.plan.handle(make_record(attrs))
+        if self._sequence(conn, seq):
+            self.plan.handle(make_record(attrs))
 
     def _text(self, conn: _Connection, body: bytes) -> None:
         """A record the producer formatted: text sinks get its lines, others the record."""
@@ -641,8 +734,8 @@ class Collector:
             record = make_record(decode_record(structured)[1])
         elif self.plan.structured:
             raise FrameError("a sink needs the structured record and the producer sent none")
-        self._sequence(conn, seq)
-        self.plan.texts(levelno, texts, record)
+        if self._sequence(conn, seq):
+            self.plan.texts(levelno, texts, record)
 
     def handle(self, record: logging.LogRecord) -> None:
         """Give ``record`` to the sinks, as one from a producer would be given."""
@@ -651,6 +744,9 @@ class Collector:
     def _close(self, conn: _Connection, error: str | None) -> None:
         if conn.stream is not None:
             self._sequences.end(conn.stream, conn.expected)
+            if self._streams.get(conn.stream) is conn:
+                del self._streams[conn.stream]
+        self._to_ack.discard(conn)
         fd = conn.sock.fileno()
         self._connections.pop(fd, None)
         if conn.paused:

@@ -41,6 +41,21 @@ class Sequences:
             self.gap(label, expected, announced)
         return announced
 
+    def resume(self, stream: Stream, announced: int, label: str) -> int:
+        """An acknowledging stream (re)connects and resends from ``announced``: where to resume.
+
+        Records it resends that were written already are skipped: it resumes
+        at the next number this collector expects. Only numbers it never
+        sent here and says were acknowledged (by another collector, or
+        forgotten here) are a gap.
+        """
+        known = self._next.get(stream)
+        if known is None or announced > known:
+            if known is not None:
+                self.gap(label, known, announced)
+            return announced
+        return known
+
     def end(self, stream: Stream, expected: int) -> None:
         """A stream's connection ended with ``expected`` as its next number."""
         self._next[stream] = expected

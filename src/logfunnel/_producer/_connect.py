@@ -24,7 +24,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Final
 
-__all__ = ["CAN_PEEK", "HOST", "check_open", "client_handshake"]
+__all__ = ["CAN_PEEK", "HOST", "check_open", "client_handshake", "read_nowait", "wait_readable"]
 
 #: This host's name, as producers give it in their hello.
 HOST: Final = socket.gethostname()
@@ -77,6 +77,8 @@ def client_handshake(
         if kind != KIND_CONFIG:
             raise AttachError(f"unexpected reply from {address} (frame kind {kind})")
         config = decode_json(body)
+        if "refused" in config:
+            raise AttachError(f"the collector at {address} refused us: {config['refused']}")
         sock.settimeout(None)
         if address.scheme == "tcp":
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -125,3 +127,35 @@ def check_open(sock: socket.socket) -> None:
         return
     if ended:
         raise ConnectionResetError("the collector ended the connection (it is stopping)")
+
+
+def read_nowait(sock: socket.socket) -> tuple[bytes, bool]:
+    """What the collector sent that is waiting now, and whether it ended the connection."""
+    chunks = []
+    ended = False
+    blocking = not _DONTWAIT
+    if blocking:
+        sock.setblocking(False)
+    try:
+        while True:
+            try:
+                data = sock.recv(65536, _DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                break
+            if not data:
+                ended = True
+                break
+            chunks.append(data)
+            if len(data) < 65536:
+                break
+    finally:
+        if blocking:
+            sock.setblocking(True)
+    return b"".join(chunks), ended
+
+
+def wait_readable(sock: socket.socket, timeout: float) -> bool:
+    """Whether ``sock`` has something to read (or ended) within ``timeout`` seconds."""
+    import select
+
+    return bool(select.select([sock], [], [], max(0.0, timeout))[0])

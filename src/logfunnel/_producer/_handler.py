@@ -6,6 +6,15 @@ producer that then calls ``os._exit`` or is SIGKILLed has lost nothing. There
 is no buffer or thread in the producer to die with it. A full socket blocks the
 caller, so a slow collector gives backpressure and memory stays bounded.
 
+Over TCP a link can drop with records in flight, so there the handler also
+keeps the bytes it sent until the collector acknowledges them (a bounded
+resend buffer, ``_resend``). After a cut it reconnects with a capped,
+growing delay, says where its stream stands and sends again what was not
+acknowledged; the collector skips what it had already written. The logging
+call still returns once the bytes are in the kernel, without waiting for a
+round trip. A collector that stops for good says bye first: from then on
+records go to the fallback, as over a Unix socket.
+
 Fork safety is designed in: a fork child never writes into its parent's
 connection. ``os.register_at_fork`` drops the inherited socket in the child,
 ``emit`` also checks the owner pid, and the child opens its own connection on
@@ -23,7 +32,7 @@ import weakref
 from logging import WARNING, Formatter, Handler, LogRecord
 
 from .._protocol._address import ENV_ADDRESS, AttachError, parse_address
-from .._protocol._codec import LINE_LIMIT, encode_record, encode_text, record_body
+from .._protocol._codec import LINE_LIMIT, FrameError, encode_record, encode_text, record_body
 from .._threads import collector_threads
 from ._format import ProducerFormatter, format_text
 
@@ -34,7 +43,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, Final
 
+    from .._protocol._acks import AckReader
     from ._overflow import DropNewest
+    from ._resend import ResendBuffer
 
 __all__ = ["FunnelHandler", "write_stderr"]
 
@@ -53,6 +64,17 @@ _LINE_CHARS: Final = LINE_LIMIT // 4 - 1
 
 # Below every level: outside line mode the collector filters by each sink's level.
 _ANY_LEVEL: Final = -(2**63)
+
+# Over TCP after a cut: the first retry comes at once, then after a delay
+# that doubles up to the cap. A reconnect waits this long for an answer.
+_BACKOFF_FIRST: Final = 0.05
+_BACKOFF_CAP: Final = 2.0
+_RECONNECT_TIMEOUT: Final = 2.0
+# How long a full resend buffer makes a logging call wait for room (the
+# "block" policy) before that record goes to the fallback, and how long close
+# waits for the last acknowledgements.
+_ROOM_PATIENCE: Final = 30.0
+_CLOSE_PATIENCE: Final = 5.0
 
 
 _FALLBACK_FORMAT: Final = (
@@ -116,6 +138,14 @@ class FunnelHandler(Handler):
         # records are not sent (in line mode the sinks' level, else any).
         self._line: ProducerFormatter | None = None
         self._send_level = _ANY_LEVEL
+        # Over TCP, once the collector acknowledges (see the module docstring):
+        # records below ``_acked`` are written; the rest are in ``_resend``.
+        self._resend: ResendBuffer | None = None
+        self._acks: AckReader | None = None
+        self._acked = 0
+        self._backoff = 0.0
+        # What the records in the resend buffer were prepared for.
+        self._mode: object = None
         _live_handlers.add(self)
 
     def _on_several_loggers(self) -> None:
@@ -156,16 +186,19 @@ class FunnelHandler(Handler):
 
         self._drop_connection()
         self._pid = os.getpid()
+        tcp = self._address.scheme == "tcp"
         hello = {
             "host": _connect.HOST,
             "pid": self._pid,
             "start": _process_start,
-            "seq": self._seq,
+            # Where the stream stands: after a cut, its first unacknowledged record.
+            "seq": self._acked if self._resend is not None else self._seq,
             "stream": self._stream,
+            "ack": tcp,
         }
-        self._sock, self.config = _connect.client_handshake(self._address, hello, self.timeout)
-        tcp = self._address.scheme == "tcp" and _connect.CAN_PEEK
-        self._check_open = _connect.check_open if tcp else None
+        timeout = self.timeout if self._resend is None else min(self.timeout, _RECONNECT_TIMEOUT)
+        self._sock, self.config = _connect.client_handshake(self._address, hello, timeout)
+        self._check_open = _connect.check_open if tcp and _connect.CAN_PEEK else None
         self._formatters = [ProducerFormatter(spec) for spec in self.config.get("formats", ())]
         self._structured = bool(self.config.get("structured", True))
         lines = self.config.get("lines")
@@ -181,6 +214,52 @@ class FunnelHandler(Handler):
             self._dropper.restart()
         else:
             self._dropper = None
+        if tcp and self.config.get("ack") is True:
+            self._resume(int(self.config.get("resume", self._seq)))
+        elif self._resend is not None:
+            self._leave_acknowledged_mode("the collector there does not acknowledge")
+
+    def _resume(self, resume: int) -> None:
+        """The collector acknowledges: skip what it has, send again the rest (see ``_resend``)."""
+        from .._protocol._acks import AckReader
+        from ._resend import ResendBuffer
+
+        mode = (self.config.get("lines"), self.config.get("formats"), self.config.get("structured"))
+        if self._resend is None:
+            self._resend, self._acked = ResendBuffer(), self._seq
+        elif not self._acked <= resume <= self._seq:
+            self._drop_connection()
+            raise AttachError(
+                f"the collector at {self.address} resumes at record {resume}, "
+                f"but this stream sent {self._acked} to {self._seq - 1} unacknowledged"
+            )
+        self._resend.acknowledge(resume)
+        self._acked = resume
+        self._acks = AckReader(resume)
+        self._backoff = 0.0
+        self._check_open = None  # reading acknowledgements notices the end too
+        if len(self._resend) and mode != self._mode:
+            # Prepared for other sinks than the new collector's: they cannot go as they are.
+            lost = self._resend.clear()
+            self._seq = self._acked
+            write_stderr(
+                f"logfunnel: pid {self._pid}: {lost} unacknowledged record(s) were not sent "
+                f"again: the collector at {self.address} now has other sinks\n"
+            )
+        self._mode = mode
+        assert self._sock is not None
+        for data in self._resend.pending():
+            self._sock.sendall(data)
+
+    def _leave_acknowledged_mode(self, why: str) -> None:
+        """Back to sending without acknowledgements; what was unacknowledged is said on stderr."""
+        resend, self._resend, self._acks = self._resend, None, None
+        left = resend.clear() if resend is not None else 0
+        if left:
+            write_stderr(
+                f"logfunnel: pid {self._pid}: {left} record(s) sent to {self.address} were "
+                f"never acknowledged ({why}); they may be lost\n"
+            )
 
     def _drop_connection(self) -> None:
         sock, self._sock = self._sock, None
@@ -190,6 +269,8 @@ class FunnelHandler(Handler):
     def _after_fork(self) -> None:
         # Close our copy only (close, never shutdown: the parent still uses it).
         self._drop_connection()
+        # The parent's unacknowledged records are the parent's to send again.
+        self._resend, self._acks, self._acked, self._mode = None, None, 0, None
         self._pid = os.getpid()
         self._seq = 0
         self._stream = next(_streams)
@@ -205,8 +286,14 @@ class FunnelHandler(Handler):
         """Send ``prepare(record)``; a record that cannot be sent goes to the fallback."""
         if collector_threads and _in_collector(record):
             return
+        if self._resend is not None and self._pid == os.getpid():
+            self._emit_acknowledged(record)
+            return
         try:
             if (self._sock is None or self._pid != os.getpid()) and not self._reconnect(record):
+                return
+            if self._resend is not None:
+                self._emit_acknowledged(record)
                 return
             if record.levelno >= self._send_level:
                 self.send(self.prepare(record))
@@ -218,6 +305,146 @@ class FunnelHandler(Handler):
             self._fallback(record, exc)
         except Exception:
             self.handleError(record)
+
+    def _emit_acknowledged(self, record: LogRecord) -> None:
+        """Over TCP with acknowledgements: keep, then send; a dropped link loses nothing."""
+        resend = self._resend
+        assert resend is not None
+        try:
+            if record.levelno < self._send_level:
+                return
+            if self._sock is not None:
+                try:
+                    self._read_acks()
+                except _CollectorStopped:
+                    raise
+                except (OSError, FrameError) as exc:
+                    self._link_lost(exc)  # this record waits with the others
+            data = self.prepare(record)
+            if not resend.has_room(len(data)) and not self._make_room(len(data)):
+                if self._dropper is not None:
+                    self.dropped += 1
+                    self._dropper.unreported += 1
+                else:
+                    self._fallback(record, None)
+                return
+            sock = self._sock
+            if sock is None:
+                resend.add(self._seq, data)
+                self._seq += 1
+                if time.monotonic() >= self._retry_at:
+                    self._reconnect_acknowledged()
+                return
+            if self._dropper is not None and not self._dropper.send(sock, data):
+                self.dropped += 1
+                return
+            resend.add(self._seq, data)
+            self._seq += 1
+            if self._dropper is None:
+                sock.sendall(data)
+        except _CollectorStopped as exc:
+            self._drop_connection()
+            self._leave_acknowledged_mode("the collector stopped")
+            self._retry_at = time.monotonic() + _RETRY_INTERVAL
+            self._fallback(record, exc)
+        except (OSError, FrameError) as exc:
+            self._link_lost(exc)
+        except Exception:
+            self.handleError(record)
+
+    def _read_acks(self) -> None:
+        """Take the acknowledgements that arrived, without waiting; raise if the link ended."""
+        from . import _connect
+
+        sock, acks, resend = self._sock, self._acks, self._resend
+        assert sock is not None
+        assert acks is not None
+        assert resend is not None
+        data, ended = _connect.read_nowait(sock)
+        if data:
+            acks.feed(data)
+        if acks.acked > self._seq:
+            raise FrameError(f"acknowledgement of record {acks.acked - 1}, never sent")
+        if acks.bye:
+            raise _CollectorStopped(f"the collector at {self.address} stopped")
+        if acks.acked > self._acked:
+            resend.acknowledge(acks.acked)
+            self._acked = acks.acked
+        if ended:
+            raise ConnectionResetError(f"the collector at {self.address} ended the connection")
+
+    def _link_lost(self, exc: BaseException) -> None:
+        """The connection broke: what it had not acknowledged waits for the next one."""
+        self._drop_connection()
+        self._retry_at = time.monotonic() + self._backoff
+        self._backoff = min(max(self._backoff * 2, _BACKOFF_FIRST), _BACKOFF_CAP)
+
+    def _reconnect_acknowledged(self) -> bool:
+        """Connect again and resend; False (and the next try scheduled) if it did not work."""
+        try:
+            self._connect()
+        except _CollectorStopped:
+            raise
+        except (AttachError, OSError, FrameError) as exc:
+            self._link_lost(exc)
+            return False
+        return self._sock is not None
+
+    def _make_room(self, size: int) -> bool:
+        """Wait until ``size`` more bytes fit in the resend buffer (the "block" policy).
+
+        Under the drop policy it does not wait. After ``_ROOM_PATIENCE`` of
+        waiting it gives up, and that record goes to the fallback.
+        """
+        from . import _connect
+
+        resend = self._resend
+        assert resend is not None
+        if self._dropper is not None:
+            return False
+        deadline = time.monotonic() + _ROOM_PATIENCE
+        while not resend.has_room(size):
+            now = time.monotonic()
+            if now >= deadline:
+                return False
+            if self._sock is None:
+                time.sleep(max(0.0, min(self._retry_at, deadline) - now))
+                self._reconnect_acknowledged()
+                continue
+            try:
+                if _connect.wait_readable(self._sock, min(1.0, deadline - now)):
+                    self._read_acks()
+            except (OSError, FrameError) as exc:
+                self._link_lost(exc)
+        return True
+
+    def _wait_acknowledged(self, patience: float) -> None:
+        """Wait until every record sent is acknowledged, or ``patience`` is over (at close)."""
+        from . import _connect
+
+        deadline = time.monotonic() + patience
+        while self._resend is not None and len(self._resend):
+            now = time.monotonic()
+            if now >= deadline:
+                return
+            if self._sock is None:
+                time.sleep(max(0.0, min(self._retry_at, deadline) - now))
+                try:
+                    self._reconnect_acknowledged()
+                except _CollectorStopped:
+                    self._leave_acknowledged_mode("the collector stopped")
+                continue
+            try:
+                if _connect.wait_readable(self._sock, min(0.5, deadline - now)):
+                    self._read_acks()
+            except _CollectorStopped:
+                # It read and writes what came before its bye: nothing is owed.
+                if self._resend is not None:
+                    self._resend.clear()
+                self._drop_connection()
+                self._resend, self._acks = None, None
+            except (OSError, FrameError) as exc:
+                self._link_lost(exc)
 
     def _reconnect(self, record: LogRecord) -> bool:
         """Connect (a fork child, or after a failure); False if ``record`` went to the fallback.
@@ -276,7 +503,12 @@ class FunnelHandler(Handler):
     def _send_drop_count(self, sock: socket.socket, dropper: DropNewest, *, wait: bool) -> None:
         """Under the drop policy: tell the sinks, in a record of its own, how many were dropped."""
         count = dropper.ready_to_report(sock)
-        if count and dropper.send_report(sock, self.prepare(_drops_record(count)), wait=wait):
+        if not count:
+            return
+        data = self.prepare(_drops_record(count))
+        if dropper.send_report(sock, data, wait=wait):
+            if self._resend is not None:
+                self._resend.add(self._seq, data)
             self._seq += 1
 
     def _fallback(self, record: LogRecord, error: BaseException | None) -> None:
@@ -294,17 +526,24 @@ class FunnelHandler(Handler):
             self.report_losses()
 
     def flush(self) -> None:
-        """Under the drop policy, finish a started frame and send the count of drops.
+        """Under the drop policy, finish a started frame and send the count of drops;
+        over TCP, wait (a bounded time) until what was sent is acknowledged.
 
-        Records themselves are never buffered, so there is nothing else to flush.
+        Records are in the kernel once their logging call returned: over a
+        Unix socket there is nothing else to flush.
         """
-        if self._dropper is not None:
+        if self._dropper is not None or self._resend is not None:
             with self.lock:  # type: ignore[union-attr]
                 self._finish_dropper()
+                if self._resend is not None and self._pid == os.getpid():
+                    self._wait_acknowledged(_CLOSE_PATIENCE)
 
     def close(self) -> None:
         with self.lock:  # type: ignore[union-attr]
             self._finish_dropper()
+            if self._resend is not None and self._pid == os.getpid():
+                self._wait_acknowledged(_CLOSE_PATIENCE)
+                self._leave_acknowledged_mode(f"none came within {_CLOSE_PATIENCE:g} s")
             self._drop_connection()
             self.report_losses()
             self._closed = True
@@ -348,6 +587,10 @@ class FunnelHandler(Handler):
 
     def __repr__(self) -> str:
         return f"<FunnelHandler {self.address} ({self.level})>"
+
+
+class _CollectorStopped(ConnectionError):
+    """The collector said bye: it stopped for good, nothing more will be acknowledged."""
 
 
 def _in_collector(record: LogRecord) -> bool:

@@ -52,7 +52,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HEADER",
+    "KIND_ACK",
     "KIND_AUTH",
+    "KIND_BYE",
     "KIND_CONFIG",
     "KIND_HELLO",
     "KIND_RECORD",
@@ -97,6 +99,10 @@ KIND_CONFIG: Final = 2
 KIND_RECORD: Final = 3
 KIND_AUTH: Final = 4
 KIND_TEXT: Final = 5
+#: Collector to producer, over TCP: how far the producer's records are written.
+KIND_ACK: Final = 6
+#: Collector to producer: it is stopping for good; send nothing more.
+KIND_BYE: Final = 7
 
 HEADER: Final = struct.Struct("<IB")
 

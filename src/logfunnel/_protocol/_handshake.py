@@ -7,6 +7,14 @@ knows the key too. Then, on every transport, the producer says hello (who it
 is, which of its handler streams, where its count stands: ``parse_hello``)
 and the collector answers with its configuration (``config_frame``).
 Nothing here touches a socket.
+
+Versions: a hello says which protocol version the producer speaks. A
+collector accepts every version in ``ACCEPTED_VERSIONS`` (this one and the
+older ones it still reads); any other gets a refusal that names both sides'
+versions (``refusal_frame``), which the producer raises as its
+``AttachError``. Features that came later are asked for in the hello and
+granted in the answer (acknowledgements: ``"ack"``), so either side may be
+the older one.
 """
 
 from __future__ import annotations
@@ -28,9 +36,11 @@ if TYPE_CHECKING:
     from typing import Any, Final
 
 __all__ = [
+    "ACCEPTED_VERSIONS",
     "CHALLENGE_MAGIC",
     "NONCE_SIZE",
     "Hello",
+    "VersionRefused",
     "answer_challenge",
     "auth_frame",
     "challenge_frame",
@@ -38,23 +48,35 @@ __all__ = [
     "config_frame",
     "hello_frame",
     "parse_hello",
+    "refusal_frame",
 ]
 
 CHALLENGE_MAGIC: Final = b"LFUNAUTH"
+#: The producer protocol versions this collector reads.
+ACCEPTED_VERSIONS: Final = (PROTOCOL_VERSION,)
 NONCE_SIZE: Final = 32
 
 
 class Hello:
     """What a producer says of itself."""
 
-    __slots__ = ("identity", "seq", "stream")
+    __slots__ = ("ack", "identity", "seq", "stream")
 
     def __init__(
-        self, identity: tuple[str, int, float], stream: tuple[str, int, float, int], seq: int
+        self,
+        identity: tuple[str, int, float],
+        stream: tuple[str, int, float, int],
+        seq: int,
+        ack: bool = False,
     ) -> None:
         self.identity = identity  # host, pid, process start time
         self.stream = stream  # identity and handler number
         self.seq = seq  # the number its next record carries
+        self.ack = ack  # it keeps what it sends until acknowledged, and resends
+
+
+class VersionRefused(FrameError):
+    """A hello in a protocol version this collector does not read."""
 
 
 def challenge_frame(nonce: bytes) -> bytes:
@@ -94,8 +116,13 @@ def hello_frame(hello: dict[str, Any]) -> bytes:
 def parse_hello(body: bytes) -> Hello:
     """A producer's hello, checked: a ``FrameError`` says what is wrong with it."""
     hello = decode_json(body)
-    if hello.get("v") != PROTOCOL_VERSION:
-        raise FrameError(f"unsupported protocol version {hello.get('v')!r}")
+    if hello.get("v") not in ACCEPTED_VERSIONS:
+        known = ", ".join(map(str, ACCEPTED_VERSIONS))
+        raise VersionRefused(
+            f"the producer speaks logfunnel protocol {hello.get('v')!r}; this collector "
+            f"(protocol {PROTOCOL_VERSION}) reads protocol {known}: use the same logfunnel "
+            "release on both sides, or a collector at least as new as its producers"
+        )
     try:
         identity = (str(hello["host"]), int(hello["pid"]), float(hello["start"]))
     except (KeyError, TypeError, ValueError):
@@ -105,7 +132,12 @@ def parse_hello(body: bytes) -> Hello:
         stream = (*identity, int(hello.get("stream", 0)))
     except (TypeError, ValueError):
         raise FrameError("hello frame has a bad sequence or stream number") from None
-    return Hello(identity, stream, seq)
+    return Hello(identity, stream, seq, hello.get("ack") is True)
+
+
+def refusal_frame(reason: str) -> bytes:
+    """The collector's answer to a hello it will not serve: why, for the producer to raise."""
+    return encode_json(KIND_CONFIG, {"v": PROTOCOL_VERSION, "refused": reason})
 
 
 def config_frame(config: dict[str, Any]) -> bytes:

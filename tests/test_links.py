@@ -1,0 +1,222 @@
+"""Over TCP, delivery is acknowledged: links that drop, reset or stall lose and double
+nothing, and each producer's order is kept."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _link_workers import attach_and_log
+from _peers import closed_by_peer, recv_exact, serve
+from _proxy import FaultProxy
+from _support import JOIN_TIMEOUT, Records, audit, join_all
+
+import logfunnel
+from logfunnel._producer._connect import client_handshake
+from logfunnel._protocol._acks import AckReader, ack_frame
+from logfunnel._protocol._address import parse_address
+from logfunnel._protocol._codec import HEADER, decode_json, encode_record, encode_text
+from logfunnel._protocol._handshake import challenge_frame, check_auth, config_frame
+
+WORKERS = 8
+RECORDS = 1_500
+
+
+def _run(
+    tmp_path: Path,
+    method: str,
+    faults: int,
+    seed: int,
+    records: int = RECORDS,
+    cut_after: tuple[int, int] = (1_000, 120_000),
+    frames: bool = False,
+) -> tuple[Path, dict[str, int], Any]:
+    """Producers log ``records`` each through a ``FaultProxy``; the log, the faults done,
+    and the collector's counts."""
+    path = tmp_path / "links.log"
+    sink = logging.FileHandler(path, encoding="utf-8")
+    sink.setFormatter(logging.Formatter(logfunnel.DEFAULT_FORMAT))
+    # A second sink that wants whole records turns line mode off: numbered frames.
+    sinks = [sink, logging.NullHandler()] if frames else [sink]
+    listen = "tcp://127.0.0.1:0"
+    with logfunnel.Funnel(handlers=sinks, listen=listen, level="INFO", inherit=False) as funnel:
+        address = parse_address(funnel.address)
+        assert address.key is not None
+        target = (address.host, address.port)
+        with FaultProxy(target, faults=faults, seed=seed, cut_after=cut_after) as proxy:
+            through = f"tcp://127.0.0.1:{proxy.port}?key={address.key.hex()}"
+            ctx = multiprocessing.get_context(method)
+            procs = [
+                ctx.Process(target=attach_and_log, args=(through, worker, records))
+                for worker in range(WORKERS)
+            ]
+            for proc in procs:
+                proc.start()
+            join_all(procs, exitcode=0)
+            done = dict(proxy.done)
+        stats = funnel.stats
+    sink.close()
+    return path, done, stats
+
+
+class TestLinkFaults:
+    @pytest.mark.parametrize("frames", [False, True], ids=["lines", "frames"])
+    def test_cut_reset_and_stalled_links_lose_and_double_nothing(
+        self, tmp_path: Path, start_method: str, frames: bool
+    ) -> None:
+        """8 producers behind a proxy that cuts, resets and stalls their connections at random
+        byte counts: every record arrives once, in each producer's order, whether records
+        travel as lines or as numbered frames."""
+        path, done, stats = _run(tmp_path, start_method, faults=24, seed=7, frames=frames)
+        # The faults really happened (a planned one may fall after its connection's end).
+        assert min(done.values()) >= 1, done
+        assert sum(done.values()) >= 12, done
+        result = audit([path])
+        assert not result.torn
+        assert result.missing(WORKERS, RECORDS) == []
+        assert result.doubled() == {}
+        assert not result.reordered
+        assert stats.missing_records == 0
+
+    @pytest.mark.stress
+    @pytest.mark.parametrize("seed", range(5))
+    def test_many_more_faults(self, tmp_path: Path, seed: int) -> None:
+        """The same with 10,000 records each and 120 faults, over several seeds."""
+        path, done, _ = _run(
+            tmp_path, "spawn", faults=120, seed=seed, records=10_000, cut_after=(500, 40_000)
+        )
+        assert sum(done.values()) >= 100, done
+        result = audit([path])
+        assert result.missing(WORKERS, 10_000) == []
+        assert result.doubled() == {}
+        assert not result.reordered
+        assert not result.torn
+
+
+# -- the acknowledgement protocol, with raw peers ------------------------------------
+
+
+def _hello(stream: int = 1, seq: int = 0) -> dict[str, Any]:
+    return {"host": "h", "pid": 77, "start": 1.0, "seq": seq, "stream": stream, "ack": True}
+
+
+def _read_acks(sock: socket.socket, reader: AckReader, until: int) -> None:
+    """Read acknowledgements until ``until`` is acknowledged."""
+    sock.settimeout(JOIN_TIMEOUT)
+    while reader.acked < until:
+        data = sock.recv(65536)
+        assert data, "the collector closed the connection"
+        reader.feed(data)
+
+
+def _text_frame(seq: int) -> bytes:
+    return b"\0" + encode_text(logging.WARNING, seq, [f"record {seq}\n"])
+
+
+class TestAcknowledgementProtocol:
+    def test_written_records_are_acknowledged_and_a_replay_is_not_written_again(
+        self, tmp_path: Path
+    ) -> None:
+        """Records are acknowledged once written; numbers sent again (a replay, or a resend
+        the collector had already) are skipped, on the line-mode fast path and for records."""
+        capture = Records()
+        path = tmp_path / "lines.log"
+        file_sink = logging.FileHandler(path)
+        for sinks, frame in (([file_sink], _text_frame), ([capture], _record)):
+            with serve(sinks, "tcp://127.0.0.1:0") as (_, address):
+                sock, config = client_handshake(address, _hello(), 10)
+                assert (config["ack"], config["resume"]) == (True, 0)
+                reader = AckReader(0)
+                for seq in (0, 1, 2, 1, 2, 3):
+                    sock.sendall(frame(seq))
+                _read_acks(sock, reader, 4)
+                assert reader.acked == 4
+                sock.close()
+        file_sink.close()
+        assert path.read_text().splitlines() == [f"record {n}" for n in range(4)]
+        assert capture.messages() == [f"record {n}" for n in range(4)]
+
+    def test_a_new_connection_of_a_stream_takes_over_where_the_old_one_stands(self) -> None:
+        """A stream that reconnects while its old connection still looks alive (a link that
+        dropped without a word): the old one is closed, and the new one resumes after the
+        records already written, whatever number it announces."""
+        capture = Records()
+        with serve([capture], "tcp://127.0.0.1:0") as (_, address):
+            old, _ = client_handshake(address, _hello(), 10)
+            for seq in range(5):
+                old.sendall(_record(seq))
+            _read_acks(old, AckReader(0), 5)
+            new, config = client_handshake(address, _hello(seq=2), 10)
+            assert config["resume"] == 5
+            assert closed_by_peer(old)
+            new.sendall(_record(5))
+            _read_acks(new, AckReader(5), 6)
+            new.close()
+        assert capture.messages() == [f"record {n}" for n in range(6)]
+
+    def test_another_stream_of_the_same_process_is_its_own(self) -> None:
+        """Two handler streams of one process each resume at their own count."""
+        with serve([Records()], "tcp://127.0.0.1:0") as (_, address):
+            first, _ = client_handshake(address, _hello(stream=1), 10)
+            for seq in range(3):
+                first.sendall(_record(seq))
+            _read_acks(first, AckReader(0), 3)
+            _, config = client_handshake(address, _hello(stream=2), 10)
+            assert config["resume"] == 0
+            first.close()
+
+
+def _record(seq: int) -> bytes:
+    record = logging.LogRecord("worker", logging.WARNING, __file__, 1, f"record {seq}", None, None)
+    return encode_record(record, seq)
+
+
+class TestProducerSide:
+    def test_an_acknowledgement_of_records_never_sent_drops_that_connection(self) -> None:
+        """A collector that acknowledges more than was sent is not believed: the producer
+        drops that connection and connects again, keeping its records."""
+        key = os.urandom(16)
+        server = socket.create_server(("127.0.0.1", 0))
+        port = server.getsockname()[1]
+        hellos: list[dict[str, Any]] = []
+        answered = threading.Event()
+
+        def fake_collector() -> None:
+            for round_ in range(2):
+                conn, _ = server.accept()
+                conn.settimeout(JOIN_TIMEOUT)
+                nonce = os.urandom(32)
+                conn.sendall(challenge_frame(nonce))
+                length, kind = HEADER.unpack(recv_exact(conn, HEADER.size))
+                conn.sendall(check_auth(kind, recv_exact(conn, length - 1), key, nonce))
+                length, _ = HEADER.unpack(recv_exact(conn, HEADER.size))
+                hellos.append(decode_json(recv_exact(conn, length - 1)))
+                conn.sendall(config_frame({"level": 0, "ack": True, "resume": 0}))
+                if round_ == 0:
+                    recv_exact(conn, HEADER.size)  # the first record has started to arrive
+                    conn.sendall(ack_frame(1000))
+                    answered.set()
+                    assert closed_by_peer(conn)
+                conn.close()
+
+        thread = threading.Thread(target=fake_collector, daemon=True)
+        thread.start()
+        handler = logfunnel.FunnelHandler(f"tcp://127.0.0.1:{port}?key={key.hex()}")
+        try:
+            handler.connect()
+            handler.handle(logging.makeLogRecord({"msg": "first", "levelno": logging.INFO}))
+            assert answered.wait(JOIN_TIMEOUT)
+            handler.handle(logging.makeLogRecord({"msg": "second", "levelno": logging.INFO}))
+            thread.join(JOIN_TIMEOUT)
+            assert not thread.is_alive()
+        finally:
+            handler._resend = None  # nothing will acknowledge: do not wait at close
+            handler.close()
+            server.close()
+        assert [hello["seq"] for hello in hellos] == [0, 0]  # it resends from record 0
