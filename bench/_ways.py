@@ -409,6 +409,17 @@ class LogfunnelWay(Way):
         return Emitter(logging.getLogger(_LOGGER).info, FMT_PERCENT, _nothing)
 
 
+class LogfunnelTcpWay(LogfunnelWay):
+    name = "logfunnel-tcp"
+    label = "logfunnel collector over loopback TCP (HMAC, acknowledged)"
+
+    def open(self) -> None:
+        if self.latency is not None:
+            raise BenchError("logfunnel-tcp has no latency variant")
+        self.funnel = logfunnel.Funnel(self.path, level="INFO", listen="tcp://127.0.0.1:0")
+        self.funnel.start()
+
+
 class LockedFileWay(Way):
     name = "logfunnel-locked"
     label = "logfunnel LockedFileHandler (lock around each write)"
@@ -702,6 +713,7 @@ class PlainWriteWay(Way):
 
 _ALL: Final[tuple[type[Way], ...]] = (
     LogfunnelWay,
+    LogfunnelTcpWay,
     LockedFileWay,
     ProcessFilesWay,
     StdlibQueueWay,

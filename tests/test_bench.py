@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: The ways that need nothing but the standard library; they always run.
 STDLIB_WAYS = {
     "logfunnel",
+    "logfunnel-tcp",
     "stdlib-queue",
     "stdlib-manager",
     "per-process-files",
