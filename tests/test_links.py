@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import select
 import socket
 import threading
 from pathlib import Path
@@ -18,7 +19,7 @@ from _proxy import FaultProxy
 from _support import JOIN_TIMEOUT, Records, audit, join_all
 
 import logfunnel
-from logfunnel._producer._connect import client_handshake
+from logfunnel._producer._connect import client_handshake, open_ack_channel
 from logfunnel._protocol._acks import AckReader, ack_frame
 from logfunnel._protocol._address import parse_address
 from logfunnel._protocol._codec import HEADER, decode_json, encode_record, encode_text
@@ -106,6 +107,15 @@ def _hello(stream: int = 1, seq: int = 0) -> dict[str, Any]:
     return {"host": "h", "pid": 77, "start": 1.0, "seq": seq, "stream": stream, "ack": True}
 
 
+def _producer(
+    address: Any, hello: dict[str, Any]
+) -> tuple[socket.socket, socket.socket, dict[str, Any]]:
+    """A raw acknowledging producer: its records connection, its acknowledgement channel,
+    and the collector's answer."""
+    sock, config = client_handshake(address, hello, 10)
+    return sock, open_ack_channel(address, config["channel"], 10), config
+
+
 def _read_acks(sock: socket.socket, reader: AckReader, until: int) -> None:
     """Read acknowledgements until ``until`` is acknowledged."""
     sock.settimeout(JOIN_TIMEOUT)
@@ -119,6 +129,11 @@ def _text_frame(seq: int) -> bytes:
     return b"\0" + encode_text(logging.WARNING, seq, [f"record {seq}\n"])
 
 
+def _record(seq: int) -> bytes:
+    record = logging.LogRecord("worker", logging.WARNING, __file__, 1, f"record {seq}", None, None)
+    return encode_record(record, seq)
+
+
 class TestAcknowledgementProtocol:
     def test_written_records_are_acknowledged_and_a_replay_is_not_written_again(
         self, tmp_path: Path
@@ -130,17 +145,32 @@ class TestAcknowledgementProtocol:
         file_sink = logging.FileHandler(path)
         for sinks, frame in (([file_sink], _text_frame), ([capture], _record)):
             with serve(sinks, "tcp://127.0.0.1:0") as (_, address):
-                sock, config = client_handshake(address, _hello(), 10)
+                sock, acks, config = _producer(address, _hello())
                 assert (config["ack"], config["resume"]) == (True, 0)
                 reader = AckReader(0)
                 for seq in (0, 1, 2, 1, 2, 3):
                     sock.sendall(frame(seq))
-                _read_acks(sock, reader, 4)
+                _read_acks(acks, reader, 4)
                 assert reader.acked == 4
                 sock.close()
+                acks.close()
         file_sink.close()
         assert path.read_text().splitlines() == [f"record {n}" for n in range(4)]
         assert capture.messages() == [f"record {n}" for n in range(4)]
+
+    def test_nothing_comes_back_on_the_records_connection(self) -> None:
+        """Acknowledgements travel on their own channel: a producer killed with unread bytes
+        would make the kernel reset its connection and throw away records still queued."""
+        with serve([Records()], "tcp://127.0.0.1:0") as (_, address):
+            sock, acks, _ = _producer(address, _hello())
+            for seq in range(3):
+                sock.sendall(_record(seq))
+            _read_acks(acks, AckReader(0), 3)
+            sock.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                sock.recv(1)
+            sock.close()
+            acks.close()
 
     def test_a_new_connection_of_a_stream_takes_over_where_the_old_one_stands(self) -> None:
         """A stream that reconnects while its old connection still looks alive (a link that
@@ -148,33 +178,41 @@ class TestAcknowledgementProtocol:
         records already written, whatever number it announces."""
         capture = Records()
         with serve([capture], "tcp://127.0.0.1:0") as (_, address):
-            old, _ = client_handshake(address, _hello(), 10)
+            old, old_acks, _ = _producer(address, _hello())
             for seq in range(5):
                 old.sendall(_record(seq))
-            _read_acks(old, AckReader(0), 5)
-            new, config = client_handshake(address, _hello(seq=2), 10)
+            _read_acks(old_acks, AckReader(0), 5)
+            new, new_acks, config = _producer(address, _hello(seq=2))
             assert config["resume"] == 5
             assert closed_by_peer(old)
+            assert closed_by_peer(old_acks)
             new.sendall(_record(5))
-            _read_acks(new, AckReader(5), 6)
+            _read_acks(new_acks, AckReader(5), 6)
             new.close()
+            new_acks.close()
         assert capture.messages() == [f"record {n}" for n in range(6)]
 
     def test_another_stream_of_the_same_process_is_its_own(self) -> None:
         """Two handler streams of one process each resume at their own count."""
         with serve([Records()], "tcp://127.0.0.1:0") as (_, address):
-            first, _ = client_handshake(address, _hello(stream=1), 10)
+            first, first_acks, _ = _producer(address, _hello(stream=1))
             for seq in range(3):
                 first.sendall(_record(seq))
-            _read_acks(first, AckReader(0), 3)
-            _, config = client_handshake(address, _hello(stream=2), 10)
+            _read_acks(first_acks, AckReader(0), 3)
+            second, second_acks, config = _producer(address, _hello(stream=2))
             assert config["resume"] == 0
-            first.close()
+            for sock in (first, first_acks, second, second_acks):
+                sock.close()
 
-
-def _record(seq: int) -> bytes:
-    record = logging.LogRecord("worker", logging.WARNING, __file__, 1, f"record {seq}", None, None)
-    return encode_record(record, seq)
+    def test_an_unknown_acknowledgement_channel_is_refused(self) -> None:
+        """A channel hello with a token no connection was given closes that connection."""
+        capture = Records()
+        with serve([capture], "tcp://127.0.0.1:0") as (collector, address):
+            with pytest.raises(logfunnel.AttachError):
+                open_ack_channel(address, "not-a-token", 10)
+            stats = collector.stats
+        assert stats.bad_connections == 1
+        assert "acknowledgement channel for no known connection" in capture.messages("logfunnel")[0]
 
 
 class TestProducerSide:
@@ -187,32 +225,46 @@ class TestProducerSide:
         hellos: list[dict[str, Any]] = []
         answered = threading.Event()
 
+        def accept() -> tuple[socket.socket, dict[str, Any]]:
+            conn, _ = server.accept()
+            conn.settimeout(JOIN_TIMEOUT)
+            nonce = os.urandom(32)
+            conn.sendall(challenge_frame(nonce))
+            length, kind = HEADER.unpack(recv_exact(conn, HEADER.size))
+            conn.sendall(check_auth(kind, recv_exact(conn, length - 1), key, nonce))
+            length, _ = HEADER.unpack(recv_exact(conn, HEADER.size))
+            return conn, decode_json(recv_exact(conn, length - 1))
+
+        resent = threading.Event()
+
         def fake_collector() -> None:
             for round_ in range(2):
-                conn, _ = server.accept()
-                conn.settimeout(JOIN_TIMEOUT)
-                nonce = os.urandom(32)
-                conn.sendall(challenge_frame(nonce))
-                length, kind = HEADER.unpack(recv_exact(conn, HEADER.size))
-                conn.sendall(check_auth(kind, recv_exact(conn, length - 1), key, nonce))
-                length, _ = HEADER.unpack(recv_exact(conn, HEADER.size))
-                hellos.append(decode_json(recv_exact(conn, length - 1)))
-                conn.sendall(config_frame({"level": 0, "ack": True, "resume": 0}))
+                conn, hello = accept()
+                hellos.append(hello)
+                conn.sendall(config_frame({"level": 0, "ack": True, "resume": 0, "channel": "t"}))
+                channel, _ = accept()
+                channel.sendall(config_frame({"ack": True}))
                 if round_ == 0:
-                    recv_exact(conn, HEADER.size)  # the first record has started to arrive
-                    conn.sendall(ack_frame(1000))
+                    channel.sendall(ack_frame(1000))  # nothing was sent yet
                     answered.set()
                     assert closed_by_peer(conn)
+                else:
+                    recv_exact(conn, HEADER.size)  # the record, sent again
+                    resent.set()
                 conn.close()
+                channel.close()
 
         thread = threading.Thread(target=fake_collector, daemon=True)
         thread.start()
         handler = logfunnel.FunnelHandler(f"tcp://127.0.0.1:{port}?key={key.hex()}")
         try:
             handler.connect()
-            handler.handle(logging.makeLogRecord({"msg": "first", "levelno": logging.INFO}))
             assert answered.wait(JOIN_TIMEOUT)
-            handler.handle(logging.makeLogRecord({"msg": "second", "levelno": logging.INFO}))
+            channel = handler._ack_sock
+            assert channel is not None
+            assert select.select([channel], [], [], JOIN_TIMEOUT)[0]  # the bogus one is here
+            handler.handle(logging.makeLogRecord({"msg": "kept", "levelno": logging.INFO}))
+            assert resent.wait(JOIN_TIMEOUT)
             thread.join(JOIN_TIMEOUT)
             assert not thread.is_alive()
         finally:

@@ -2,6 +2,10 @@
 
 ``listen`` returns the socket, its address, and the private directory to
 remove at the end; ``remove_private_dir`` removes it.
+
+Windows has no Unix sockets, so there the default is loopback TCP. Setting
+``LOGFUNNEL_TRANSPORT=tcp`` makes it the default elsewhere too: that is how
+the Windows path runs, and is tested, on Linux.
 """
 
 from __future__ import annotations
@@ -16,7 +20,19 @@ import tempfile
 
 from .._protocol._address import Address, parse_address
 
-__all__ = ["listen", "remove_private_dir"]
+__all__ = ["ENV_TRANSPORT", "default_spec", "listen", "remove_private_dir"]
+
+#: Set to "tcp" to make loopback TCP the default transport, as on Windows.
+ENV_TRANSPORT = "LOGFUNNEL_TRANSPORT"
+
+
+def default_spec() -> str:
+    """Where a collector listens when not told: a private Unix socket, or loopback TCP."""
+    forced = os.environ.get(ENV_TRANSPORT, "").strip().lower()
+    if forced not in ("", "tcp", "unix"):
+        raise ValueError(f"${ENV_TRANSPORT} must be 'tcp' or 'unix', not {forced!r}")
+    unix = hasattr(socket, "AF_UNIX") and sys.platform != "win32"
+    return "tcp://" if forced == "tcp" or not unix else "unix:"
 
 
 def listen(spec: str | None, key: bytes | None) -> tuple[socket.socket, Address, str | None]:
@@ -26,7 +42,7 @@ def listen(spec: str | None, key: bytes | None) -> tuple[socket.socket, Address,
     the end (None when there is none).
     """
     if spec is None:
-        spec = "unix:" if hasattr(socket, "AF_UNIX") and sys.platform != "win32" else "tcp://"
+        spec = default_spec()
     if spec == "unix:" or spec.startswith("unix:"):
         path = spec[len("unix:") :]
         private_dir = None

@@ -48,6 +48,7 @@ from .._protocol._codec import (
     make_record,
 )
 from .._protocol._handshake import (
+    AckChannel,
     VersionRefused,
     challenge_frame,
     check_auth,
@@ -94,6 +95,8 @@ _ACCEPT_ERRORS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, er
 _AUTH: Final = 0
 _HELLO: Final = 1
 _STREAM: Final = 2
+# A producer's acknowledgement channel: the collector writes, the producer never does.
+_ACKS: Final = 3
 
 _LISTENER: Final = object()
 _WAKE: Final = object()
@@ -136,6 +139,7 @@ class _Connection:
         "label",
         "nonce",
         "out",
+        "partner",
         "paused",
         "reserved",
         "since",
@@ -166,6 +170,8 @@ class _Connection:
         self.acking = False
         self.acked = 0
         self.out = bytearray()
+        # A records connection's acknowledgement channel, and the reverse.
+        self.partner: _Connection | None = None
 
 
 class Collector:
@@ -208,6 +214,8 @@ class Collector:
         # Acknowledging connections: by stream, and those with records to acknowledge.
         self._streams: dict[Stream, _Connection] = {}
         self._to_ack: set[_Connection] = set()
+        # Each acknowledging connection's token, for its channel's hello.
+        self._channels: dict[str, _Connection] = {}
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._owner_pid = os.getpid()
@@ -351,6 +359,8 @@ class Collector:
             with contextlib.suppress(KeyError, ValueError, OSError):
                 self._selector.register(self._listener, selectors.EVENT_READ, _LISTENER)
         for conn in list(self._connections.values()):
+            if conn.state == _ACKS:
+                continue
             if conn.state != _STREAM:
                 limit, what = self._handshake_timeout, "no handshake"
             elif conn.buf and not conn.paused:
@@ -514,6 +524,8 @@ class Collector:
             return False
         conn.buf += self._recv_view[:size]
         try:
+            if conn.state == _ACKS:
+                raise FrameError("sent data on its acknowledgement channel")
             if conn.state != _STREAM:
                 self._frames(conn)  # the handshake: stops where it ends
             if conn.state == _STREAM and conn.buf:
@@ -651,6 +663,9 @@ class Collector:
                 with contextlib.suppress(OSError):
                     conn.sock.send(refusal_frame(str(exc)))
                 raise
+            if isinstance(hello, AckChannel):
+                self._open_channel(conn, hello.token)
+                return
             conn.identity, conn.stream = hello.identity, hello.stream
             conn.label = f"pid {hello.identity[1]} on {hello.identity[0]}"
             self.stats.producers.add(hello.identity)
@@ -685,7 +700,24 @@ class Collector:
         conn.expected = conn.acked = resume
         conn.acking = True
         self._streams[stream] = conn
-        return config_frame({**self._config, "ack": True, "resume": resume})
+        token = secrets.token_hex(16)
+        self._channels[token] = conn
+        answer = {**self._config, "ack": True, "resume": resume, "channel": token}
+        return config_frame(answer)
+
+    def _open_channel(self, conn: _Connection, token: str) -> None:
+        """A producer's acknowledgement channel arrives: pair it with its records connection."""
+        owner = self._channels.pop(token, None)
+        if owner is None or owner.sock.fileno() not in self._connections:
+            raise FrameError("acknowledgement channel for no known connection")
+        conn.state = _ACKS
+        conn.label = f"{owner.label} (acknowledgements)"
+        conn.partner, owner.partner = owner, conn
+        try:
+            conn.sock.sendall(config_frame({"ack": True}))
+        except OSError:
+            return  # gone already: its EOF ends both
+        self._send_to(owner, b"")  # what waited for the channel goes now
 
     def _acknowledge(self) -> None:
         """Tell each producer how far its records are written (the sinks were just flushed)."""
@@ -696,11 +728,17 @@ class Collector:
                 self._send_to(conn, ack_frame(conn.expected))
 
     def _send_to(self, conn: _Connection, frame: bytes) -> None:
-        """Queue ``frame`` for ``conn`` and send what its socket takes now, never a frame cut."""
+        """Queue ``frame`` for ``conn``'s producer and send what its acknowledgement channel
+        takes now, never a frame cut; before the channel is there, it waits."""
         out = conn.out
         out += frame
+        channel = conn.partner
+        if channel is None or not out:
+            if len(out) > _ACK_BACKLOG:
+                self._close(conn, "never opened its acknowledgement channel")
+            return
         try:
-            sent = conn.sock.send(out)
+            sent = channel.sock.send(out)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:
@@ -747,6 +785,15 @@ class Collector:
             if self._streams.get(conn.stream) is conn:
                 del self._streams[conn.stream]
         self._to_ack.discard(conn)
+        if conn.acking and conn.partner is None:
+            # Its channel never came: forget the token it was given.
+            self._channels = {t: c for t, c in self._channels.items() if c is not conn}
+        partner, conn.partner = conn.partner, None
+        if partner is not None:
+            # A connection and its acknowledgement channel end together.
+            partner.partner = None
+            if partner.sock.fileno() in self._connections:
+                self._close(partner, None)
         fd = conn.sock.fileno()
         self._connections.pop(fd, None)
         if conn.paused:

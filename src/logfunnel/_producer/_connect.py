@@ -14,6 +14,7 @@ from .._protocol._codec import HEADER, KIND_AUTH, KIND_CONFIG, FrameError, decod
 from .._protocol._handshake import (
     CHALLENGE_MAGIC,
     NONCE_SIZE,
+    ack_channel_frame,
     answer_challenge,
     auth_frame,
     hello_frame,
@@ -24,7 +25,15 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Final
 
-__all__ = ["CAN_PEEK", "HOST", "check_open", "client_handshake", "read_nowait", "wait_readable"]
+__all__ = [
+    "CAN_PEEK",
+    "HOST",
+    "check_open",
+    "client_handshake",
+    "open_ack_channel",
+    "read_nowait",
+    "wait_readable",
+]
 
 #: This host's name, as producers give it in their hello.
 HOST: Final = socket.gethostname()
@@ -52,6 +61,12 @@ def _recv_frame(sock: socket.socket, limit: int = 1 << 20) -> tuple[int, bytes]:
     return kind, _recv_exact(sock, length - 1)
 
 
+def open_ack_channel(address: Address, token: str, timeout: float) -> socket.socket:
+    """The connection on which the collector acknowledges (see ``_handshake.AckChannel``)."""
+    sock, _ = _handshake(address, ack_channel_frame(token), timeout)
+    return sock
+
+
 def client_handshake(
     address: Address, hello: dict[str, Any], timeout: float
 ) -> tuple[socket.socket, dict[str, Any]]:
@@ -60,6 +75,12 @@ def client_handshake(
     Every step has ``timeout``, so an address where nothing (or something
     else) listens gives an ``AttachError`` instead of a hang.
     """
+    return _handshake(address, hello_frame(hello), timeout)
+
+
+def _handshake(
+    address: Address, hello: bytes, timeout: float
+) -> tuple[socket.socket, dict[str, Any]]:
     sock = socket.socket(address.family, socket.SOCK_STREAM)
     try:
         sock.settimeout(timeout)
@@ -72,7 +93,7 @@ def client_handshake(
             ) from exc
         if address.scheme == "tcp":
             _client_authenticate(sock, address)
-        sock.sendall(hello_frame(hello))
+        sock.sendall(hello)
         kind, body = _recv_frame(sock)
         if kind != KIND_CONFIG:
             raise AttachError(f"unexpected reply from {address} (frame kind {kind})")

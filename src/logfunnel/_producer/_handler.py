@@ -142,6 +142,8 @@ class FunnelHandler(Handler):
         # records below ``_acked`` are written; the rest are in ``_resend``.
         self._resend: ResendBuffer | None = None
         self._acks: AckReader | None = None
+        # The connection acknowledgements come on (see _handshake.AckChannel).
+        self._ack_sock: socket.socket | None = None
         self._acked = 0
         self._backoff = 0.0
         # What the records in the resend buffer were prepared for.
@@ -215,6 +217,13 @@ class FunnelHandler(Handler):
         else:
             self._dropper = None
         if tcp and self.config.get("ack") is True:
+            try:
+                self._ack_sock = _connect.open_ack_channel(
+                    self._address, str(self.config.get("channel")), timeout
+                )
+            except AttachError:
+                self._drop_connection()
+                raise
             self._resume(int(self.config.get("resume", self._seq)))
         elif self._resend is not None:
             self._leave_acknowledged_mode("the collector there does not acknowledge")
@@ -263,8 +272,10 @@ class FunnelHandler(Handler):
 
     def _drop_connection(self) -> None:
         sock, self._sock = self._sock, None
-        if sock is not None:
-            sock.close()
+        acks, self._ack_sock = self._ack_sock, None
+        for each in (sock, acks):
+            if each is not None:
+                each.close()
 
     def _after_fork(self) -> None:
         # Close our copy only (close, never shutdown: the parent still uses it).
@@ -356,7 +367,7 @@ class FunnelHandler(Handler):
         """Take the acknowledgements that arrived, without waiting; raise if the link ended."""
         from . import _connect
 
-        sock, acks, resend = self._sock, self._acks, self._resend
+        sock, acks, resend = self._ack_sock, self._acks, self._resend
         assert sock is not None
         assert acks is not None
         assert resend is not None
@@ -412,7 +423,8 @@ class FunnelHandler(Handler):
                 self._reconnect_acknowledged()
                 continue
             try:
-                if _connect.wait_readable(self._sock, min(1.0, deadline - now)):
+                assert self._ack_sock is not None
+                if _connect.wait_readable(self._ack_sock, min(1.0, deadline - now)):
                     self._read_acks()
             except (OSError, FrameError) as exc:
                 self._link_lost(exc)
@@ -435,7 +447,8 @@ class FunnelHandler(Handler):
                     self._leave_acknowledged_mode("the collector stopped")
                 continue
             try:
-                if _connect.wait_readable(self._sock, min(0.5, deadline - now)):
+                assert self._ack_sock is not None
+                if _connect.wait_readable(self._ack_sock, min(0.5, deadline - now)):
                     self._read_acks()
             except _CollectorStopped:
                 # It read and writes what came before its bye: nothing is owed.

@@ -39,8 +39,10 @@ __all__ = [
     "ACCEPTED_VERSIONS",
     "CHALLENGE_MAGIC",
     "NONCE_SIZE",
+    "AckChannel",
     "Hello",
     "VersionRefused",
+    "ack_channel_frame",
     "answer_challenge",
     "auth_frame",
     "challenge_frame",
@@ -73,6 +75,22 @@ class Hello:
         self.stream = stream  # identity and handler number
         self.seq = seq  # the number its next record carries
         self.ack = ack  # it keeps what it sends until acknowledged, and resends
+
+
+class AckChannel:
+    """A producer's second connection, on which the collector sends its acknowledgements.
+
+    They do not travel back on the records' own connection: a process that is
+    killed with unread bytes in a TCP socket makes the kernel reset that
+    connection, which throws away records still in its send queue. So the
+    records' connection never carries anything to the producer after the
+    handshake, and what would be unread goes to this one.
+    """
+
+    __slots__ = ("token",)
+
+    def __init__(self, token: str) -> None:
+        self.token = token  # from the records' connection's handshake answer
 
 
 class VersionRefused(FrameError):
@@ -113,7 +131,12 @@ def hello_frame(hello: dict[str, Any]) -> bytes:
     return encode_json(KIND_HELLO, {"v": PROTOCOL_VERSION, **hello})
 
 
-def parse_hello(body: bytes) -> Hello:
+def ack_channel_frame(token: str) -> bytes:
+    """The hello of a producer's acknowledgement channel (see ``AckChannel``)."""
+    return encode_json(KIND_HELLO, {"v": PROTOCOL_VERSION, "acks_for": token})
+
+
+def parse_hello(body: bytes) -> Hello | AckChannel:
     """A producer's hello, checked: a ``FrameError`` says what is wrong with it."""
     hello = decode_json(body)
     if hello.get("v") not in ACCEPTED_VERSIONS:
@@ -123,6 +146,10 @@ def parse_hello(body: bytes) -> Hello:
             f"(protocol {PROTOCOL_VERSION}) reads protocol {known}: use the same logfunnel "
             "release on both sides, or a collector at least as new as its producers"
         )
+    if "acks_for" in hello:
+        if not isinstance(hello["acks_for"], str):
+            raise FrameError("acknowledgement channel hello has a bad token")
+        return AckChannel(hello["acks_for"])
     try:
         identity = (str(hello["host"]), int(hello["pid"]), float(hello["start"]))
     except (KeyError, TypeError, ValueError):
