@@ -136,6 +136,25 @@ class TestRotationSettings:
             logfunnel.Funnel(tmp_path / "app.log", max_bytes=1000, backups=0, collector=collector)
         assert not (tmp_path / "app.log").exists()
 
+    @pytest.mark.parametrize(
+        ("setting", "message"),
+        [
+            ({"when": "fortnight"}, "when must be one of"),
+            ({"when": "H", "interval": 0}, "interval must be 1 or more"),
+            ({"encoding": "no-such-codec"}, "unknown encoding"),
+            ({"fmt": "no fields"}, "Invalid format"),
+        ],
+    )
+    def test_bad_sink_settings_are_refused_when_the_funnel_is_made(
+        self, setting: dict[str, object], message: str, tmp_path: Path
+    ) -> None:
+        """A bad rotation time, interval, encoding or format is a ValueError from Funnel(...)
+        itself, also for collector="process", whose sinks are made only in the collector
+        process; no file is made."""
+        with pytest.raises(ValueError, match=message):
+            logfunnel.Funnel(tmp_path / "app.log", collector="process", **setting)  # type: ignore[arg-type]
+        assert not (tmp_path / "app.log").exists()
+
 
 class TestNonRootHandlers:
     def test_records_reach_a_non_root_handler_through_the_collector(
