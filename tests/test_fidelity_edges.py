@@ -191,14 +191,17 @@ class TestNonRootHandlers:
         ]
         assert audit not in handlers_during
 
-    def test_process_collector_takes_levels_and_handlers_from_both_configurations(
-        self, start_method: str, tmp_path: Path
+    @pytest.mark.parametrize("collector", ["process", "thread"])
+    def test_a_dictconfig_gives_levels_and_handlers_beside_the_parents(
+        self, collector: str, start_method: str, tmp_path: Path
     ) -> None:
-        """With collector="process", workers follow the parent's logger levels and the
+        """With either collector, workers follow the parent's logger levels and the
         dictConfig's levels, and a dictConfig handler on a non-root logger gets its records."""
         main, audit = tmp_path / "main.log", tmp_path / "audit.log"
         config = {
             "version": 1,
+            # Applied in this process by the thread collector: keep "noisy" as it is.
+            "disable_existing_loggers": False,
             "formatters": {"bare": {"format": "%(name)s %(message)s"}},
             "handlers": {
                 "main": {
@@ -220,7 +223,7 @@ class TestNonRootHandlers:
         }
         logging.getLogger("noisy").setLevel(logging.ERROR)
         try:
-            with logfunnel.Funnel(collector="process", config=config) as funnel:
+            with logfunnel.Funnel(collector=collector, config=config) as funnel:
                 for name in ("noisy", "quiet", "plain", "audit.trail"):
                     run_in_pool(funnel, start_method, _edge_workers.every_level, name)
         finally:
