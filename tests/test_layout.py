@@ -24,7 +24,8 @@ ALLOWED = {
     "_sinks": {"_protocol", "_files"},
     "_collector": {"_protocol", "_sinks"},
     "_files": set(),
-    "_cli": {"_files", "_funnel"},
+    # The sink options of run and serve are SinkConfig's fields, from its one description.
+    "_cli": {"_files", "_funnel", "_sinks"},
     "_threads": set(),
     # What a running funnel exports for its children, and where they pick it up.
     "_inherit": {"_protocol"},
