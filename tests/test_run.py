@@ -6,6 +6,7 @@ command to say it is ready on its stdout before it signals anything.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -17,6 +18,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
 from typing import IO
@@ -96,14 +98,14 @@ signal.signal(signal.SIGHUP, count)
 signal.signal(signal.SIGTERM, done)
 if sys.argv[1:] == ["own-group"]:
     os.setpgid(0, 0)
-print("ready", flush=True)
+print("ready", os.getpid(), flush=True)
 while True:
     signal.pause()
 """
 
 #: Logs, says it is ready, and waits to be signalled; with "handle", handles SIGTERM.
 WAITER = """
-import logging, signal, sys
+import logging, os, signal, sys
 log = logging.getLogger("waiter")
 if sys.argv[1:] == ["handle"]:
     def on_term(signum, frame):
@@ -111,7 +113,7 @@ if sys.argv[1:] == ["handle"]:
         sys.exit(7)
     signal.signal(signal.SIGTERM, on_term)
 log.warning("waiting")
-print("ready", flush=True)
+print("ready", os.getpid(), flush=True)
 while True:
     signal.pause()
 """
@@ -120,6 +122,17 @@ while True:
 def write(path: Path, text: str) -> str:
     path.write_text(text)
     return str(path)
+
+
+@pytest.fixture
+def leftovers() -> Iterator[list[int]]:
+    """Pids (and, negative, process groups) a test started: whatever is left of them when
+    it ends (a failed test) is killed, so no command outlives it."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 class TestProcessTree:
@@ -205,9 +218,13 @@ class TestExitStatus:
 
 
 class TestSignals:
+    @pytest.fixture(autouse=True)
+    def _leftovers(self, leftovers: list[int]) -> None:
+        self.leftovers = leftovers
+
     def start(self, tmp_path: Path, script: str, *args: str) -> subprocess.Popen[str]:
-        """run (python -m) with ``script`` as its command, in a session of its own; it has
-        said "ready" when this returns."""
+        """run (python -m) with ``script`` as its command, in a session of its own; the
+        command has said "ready" when this returns."""
         path = write(tmp_path / "command.py", script)
         proc = subprocess.Popen(
             [*RUN, "-o", str(tmp_path / "run.log"), "--", sys.executable, path, *args],
@@ -216,18 +233,20 @@ class TestSignals:
             text=True,
             start_new_session=True,
         )
+        self.leftovers.append(-proc.pid)
         assert proc.stdout is not None
-        assert read_line(proc.stdout) == "ready"
+        ready, pid = read_line(proc.stdout).split()
+        self.leftovers.append(int(pid))  # it may leave the group
+        assert ready == "ready"
         return proc
 
     def finish(self, proc: subprocess.Popen[str]) -> tuple[str, str]:
         try:
-            stdout, stderr = proc.communicate(timeout=JOIN_TIMEOUT)
+            return proc.communicate(timeout=JOIN_TIMEOUT)
         finally:
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+                proc.kill()
                 proc.wait()
-        return stdout, stderr
 
     def test_sigterm_to_run_reaches_the_command(self, tmp_path: Path) -> None:
         """SIGTERM to run's pid ends the command; run drains the log and ends by SIGTERM."""
@@ -382,14 +401,16 @@ class TestCaptureOutput:
         assert [(f[2], f[4]) for f in log_lines(log)] == [("stderr", "err")]
         assert capfd.readouterr().out == "out\n"
 
-    def test_a_closed_stdout_gives_the_command_sigpipe(self) -> None:
+    def test_a_closed_stdout_gives_the_command_sigpipe(self, leftovers: list[int]) -> None:
         """When run's stdout reader goes away (| head), the command's writes fail as they would
         without run: `yes` ends by SIGPIPE, and so does run."""
         proc = subprocess.Popen(
             [*RUN, "-q", "--capture-output", "--", "yes"],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
+        leftovers.append(-proc.pid)
         assert proc.stdout is not None
         assert proc.stdout.readline() == b"y\n"
         proc.stdout.close()
