@@ -136,6 +136,25 @@ class TestRotationSettings:
             logfunnel.Funnel(tmp_path / "app.log", max_bytes=1000, backups=0, collector=collector)
         assert not (tmp_path / "app.log").exists()
 
+    @pytest.mark.parametrize(
+        ("setting", "message"),
+        [
+            ({"when": "fortnight"}, "when must be one of"),
+            ({"when": "H", "interval": 0}, "interval must be 1 or more"),
+            ({"encoding": "no-such-codec"}, "unknown encoding"),
+            ({"fmt": "no fields"}, "Invalid format"),
+        ],
+    )
+    def test_bad_sink_settings_are_refused_when_the_funnel_is_made(
+        self, setting: dict[str, object], message: str, tmp_path: Path
+    ) -> None:
+        """A bad rotation time, interval, encoding or format is a ValueError from Funnel(...)
+        itself, also for collector="process", whose sinks are made only in the collector
+        process; no file is made."""
+        with pytest.raises(ValueError, match=message):
+            logfunnel.Funnel(tmp_path / "app.log", collector="process", **setting)  # type: ignore[arg-type]
+        assert not (tmp_path / "app.log").exists()
+
 
 class TestNonRootHandlers:
     def test_records_reach_a_non_root_handler_through_the_collector(
@@ -172,14 +191,17 @@ class TestNonRootHandlers:
         ]
         assert audit not in handlers_during
 
-    def test_process_collector_takes_levels_and_handlers_from_both_configurations(
-        self, start_method: str, tmp_path: Path
+    @pytest.mark.parametrize("collector", ["process", "thread"])
+    def test_a_dictconfig_gives_levels_and_handlers_beside_the_parents(
+        self, collector: str, start_method: str, tmp_path: Path
     ) -> None:
-        """With collector="process", workers follow the parent's logger levels and the
+        """With either collector, workers follow the parent's logger levels and the
         dictConfig's levels, and a dictConfig handler on a non-root logger gets its records."""
         main, audit = tmp_path / "main.log", tmp_path / "audit.log"
         config = {
             "version": 1,
+            # Applied in this process by the thread collector: keep "noisy" as it is.
+            "disable_existing_loggers": False,
             "formatters": {"bare": {"format": "%(name)s %(message)s"}},
             "handlers": {
                 "main": {
@@ -201,7 +223,7 @@ class TestNonRootHandlers:
         }
         logging.getLogger("noisy").setLevel(logging.ERROR)
         try:
-            with logfunnel.Funnel(collector="process", config=config) as funnel:
+            with logfunnel.Funnel(collector=collector, config=config) as funnel:
                 for name in ("noisy", "quiet", "plain", "audit.trail"):
                     run_in_pool(funnel, start_method, _edge_workers.every_level, name)
         finally:

@@ -346,6 +346,37 @@ class TestRecords:
         assert capture.messages() == ["info record", "warning record", "error record"]
         assert root.handlers == [capture]
 
+    def test_a_dictconfig_applied_here_gives_the_sinks_beside_the_shortcuts(
+        self, start_method: str, tmp_path: Path
+    ) -> None:
+        """config= with the thread collector is dictConfig in this process at start: its root
+        handlers and the file shortcut are the sinks, its root level reaches workers, and the
+        configuration stays after stop()."""
+        config = {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "handlers": {"kept": {"()": "_support.Records"}},
+            "root": {"handlers": ["kept"], "level": "WARNING"},
+        }
+        path = tmp_path / "shortcut.log"
+        funnel = logfunnel.Funnel(path, config=config, fmt="%(message)s")
+        assert funnel.sinks == ()  # made at start, after the configuration
+        with funnel:
+            (kept,) = [sink for sink in funnel.sinks if isinstance(sink, Records)]
+            assert len(funnel.sinks) == 2
+            with funnel.context(start_method).Pool(1) as pool:
+                pool.apply(_workers.levels)
+        assert kept.messages() == ["warning record", "error record"]
+        assert path.read_text().splitlines() == ["warning record", "error record"]
+        root = logging.getLogger()
+        assert root.handlers == [kept]
+        assert root.level == logging.WARNING
+
+    def test_a_dictconfig_here_refuses_handler_objects(self) -> None:
+        """config= and handlers= together are refused: dictConfig would close the handlers."""
+        with pytest.raises(TypeError, match="cannot go with handlers"):
+            logfunnel.Funnel(handlers=[Records()], config={"version": 1})
+
 
 class TestBadInput:
     def test_bad_input_arrives_readable(

@@ -26,7 +26,8 @@ ALLOWED = {
     "_files": set(),
     # Reading a log back (demo, benchmark, tests): a leaf, and no worker's.
     "_audit": set(),
-    "_cli": {"_audit", "_files", "_funnel"},
+    # The sink options of run and serve are SinkConfig's fields, from its one description.
+    "_cli": {"_audit", "_files", "_funnel", "_sinks"},
     "_threads": set(),
     # What a running funnel exports for its children, and where they pick it up.
     "_inherit": {"_protocol"},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import logging.handlers
 import os
@@ -67,14 +68,25 @@ class Funnel:
     While it runs, SIGTERM to this process drains the funnel first, then ends
     the process as SIGTERM would, unless the program handles SIGTERM itself.
 
+    ``config``, a ``logging.config.dictConfig`` dictionary, gives sinks as
+    data, beside the shortcuts (so the command line and a collector process
+    can take them): its root handlers become sinks, and the handlers it puts
+    on other loggers get those loggers' records, as above. With the default
+    ``collector="thread"`` it is applied in this process when the funnel
+    starts, as calling ``dictConfig`` there would: it replaces this process's
+    logging configuration (closing the handlers that existed, so it does not
+    go with ``handlers=[...]``), and it stays after ``stop()``, its handlers
+    flushed, as root handlers taken over are; the shortcut sinks are then
+    made at ``start()``, after it.
+
     ``collector="process"`` runs the collector in a process of its own that
     outlives this one: if this process is killed, every record already sent
     is still written and the sinks flushed. Its sinks are then given as
-    configuration: the shortcuts above and/or ``config``, a
-    ``logging.config.dictConfig`` dictionary whose root handlers become the
-    sinks. The default ``collector="thread"`` runs in this process, so if this
-    process is SIGKILLed, records still in socket buffers are lost with it,
-    and the producers' later records go to their stderr fallback.
+    configuration, the shortcuts and/or ``config``, which is applied in the
+    collector process and leaves this one's logging as it was. The default
+    ``collector="thread"`` runs in this process, so if this process is
+    SIGKILLed, records still in socket buffers are lost with it, and the
+    producers' later records go to their stderr fallback.
 
     ``overflow="block"`` (the default) makes a producer wait while the
     collector is behind, so nothing is lost. ``overflow="drop"`` is for
@@ -107,8 +119,6 @@ class Funnel:
     ) -> None:
         if collector not in ("thread", "process"):
             raise ValueError(f"collector must be 'thread' or 'process', not {collector!r}")
-        if config is not None and collector != "process":
-            raise ValueError('config={...} describes the sinks of collector="process"')
         #: What the funnel makes, as plain data, checked here once.
         self.sink_config = SinkConfig(
             filename=None if filename is None else os.fspath(filename),
@@ -138,6 +148,13 @@ class Funnel:
                     "console=True and/or config={...} (a logging.config.dictConfig dictionary)"
                 )
             sinks: list[logging.Handler] = []  # they live in the collector process
+        elif config is not None:
+            if handlers is not None:
+                raise TypeError(
+                    "config={...} cannot go with handlers=[...]: dictConfig closes every "
+                    "handler that exists when it runs; put them in the config instead"
+                )
+            sinks = []  # made by start(): the config's root handlers, then the shortcuts
         elif handlers is None and filename is None and not console:
             sinks = list(logging.getLogger().handlers) or [_last_resort()]
         else:
@@ -180,6 +197,8 @@ class Funnel:
         with self._state_lock:
             if self._collector is not None or self._stopped:
                 raise RuntimeError("a Funnel can be started once")
+            if self.sink_config.config is not None and not self._in_process:
+                self._configure_here()
             sock, address, private_dir = listen(self._listen, self._key)
             self._private_dir = private_dir
             self._socket_path = address.path or None
@@ -224,6 +243,21 @@ class Funnel:
         atexit.register(_stop_at_exit, weakref.ref(self))
         _on_sigterm.add(self)
         return self
+
+    def _configure_here(self) -> None:
+        """Apply ``config`` in this process; its root handlers, then the shortcuts, are the sinks.
+
+        The shortcut sinks are made only now: dictConfig closes every handler
+        that exists when it runs.
+        """
+        from logging import config as logging_config
+
+        assert self.sink_config.config is not None
+        # A copy: dictConfig rewrites parts of what it is given, and the
+        # configuration is the funnel's to keep.
+        logging_config.dictConfig(json.loads(json.dumps(self.sink_config.config)))
+        self._owned = self.sink_config.build()
+        self.sinks = (*logging.getLogger().handlers, *self._owned)
 
     def stop(self, timeout: float | None = None) -> None:
         """Drain, flush and close. Idempotent; does nothing in a fork child."""

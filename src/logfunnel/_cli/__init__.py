@@ -23,6 +23,7 @@ __all__ = ["main"]
 _COMMANDS = {
     "demo": "logfunnel._cli._demo",
     "merge": "logfunnel._cli._merge",
+    "run": "logfunnel._cli._run",
 }
 
 _BENCH_HELP = (
@@ -89,7 +90,33 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; returns its exit code."""
+    """Run one command; returns its exit code.
+
+    With no ``argv`` this is the process's own command line (the console
+    script, ``python -m logfunnel``), and a command may ask to end the process
+    by a signal (``args.end_signal``): ``run`` does when a signal killed its
+    COMMAND, so that whoever waits for this process sees what it would have
+    seen without it. Called with a list, as a program or a test does, it
+    returns the exit code only.
+    """
     args = build_parser().parse_args(argv)
     code: int = args.run(args)
+    signum = getattr(args, "end_signal", None)
+    if argv is None and signum:
+        _end_by_signal(signum)
     return code
+
+
+def _end_by_signal(signum: int) -> None:
+    """End this process by ``signum``, as the default action does; return if it does not."""
+    import os
+    import signal
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        signal.signal(signum, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signum])
+    except (ValueError, OSError, AttributeError):
+        return
+    os.kill(os.getpid(), signum)

@@ -11,6 +11,7 @@ checked once when it is made, and turned into handlers by one ``build()``.
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import logging.handlers
@@ -22,7 +23,7 @@ from typing import Any, Final
 
 from .._files._locked import check_size_rotation
 
-__all__ = ["DEFAULT_FORMAT", "OVERFLOW_POLICIES", "SinkConfig"]
+__all__ = ["DEFAULT_FORMAT", "OVERFLOW_POLICIES", "WHEN_VALUES", "SinkConfig"]
 
 #: The line format of the shortcut sinks: who, when, what.
 DEFAULT_FORMAT: Final = (
@@ -31,6 +32,9 @@ DEFAULT_FORMAT: Final = (
 
 #: What a producer does when the collector is behind: wait, or drop and count.
 OVERFLOW_POLICIES: Final = ("block", "drop")
+
+#: The ``when`` values of time rotation (``TimedRotatingFileHandler``'s, any case).
+WHEN_VALUES: Final = ("S", "M", "H", "D", "MIDNIGHT", *(f"W{day}" for day in range(7)))
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,19 @@ class SinkConfig:
         if self.max_bytes < 0 or self.backups < 0:
             raise ValueError("max_bytes and backups cannot be negative")
         check_size_rotation(self.max_bytes, self.backups)
+        # Checked here, not first by the handler that build() makes: a collector
+        # process or the command line would otherwise learn of it late or not clearly.
+        if self.when is not None and self.when.upper() not in WHEN_VALUES:
+            raise ValueError(
+                f"when must be one of {', '.join(WHEN_VALUES)} (any case), not {self.when!r}"
+            )
+        if self.interval < 1:
+            raise ValueError(f"interval must be 1 or more, not {self.interval}")
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise ValueError(f"unknown encoding {self.encoding!r}") from None
+        logging.Formatter(self.fmt, self.datefmt)  # a ValueError names a bad format
         if self.config is not None:
             try:
                 json.dumps(self.config)
