@@ -8,6 +8,7 @@ child processes run lives in the ``_*_workers`` modules instead.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 from collections.abc import Iterable, Sequence
@@ -17,6 +18,10 @@ from typing import Any
 from _strategy_workers import RECORD, message
 
 from logfunnel._audit import Audit, RecordShape
+
+#: Set by the Windows-path step of CI (``LOGFUNNEL_TRANSPORT=tcp``): every funnel that is
+#: not told where to listen uses loopback TCP, the only transport Windows has.
+FORCED_TCP = os.environ.get("LOGFUNNEL_TRANSPORT", "").strip().lower() == "tcp"
 
 #: How long a test waits for one step (a child to end, an event, a queue item)
 #: before calling it hung. It is below the per-test timeout, so a hang fails

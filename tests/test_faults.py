@@ -15,7 +15,7 @@ from pathlib import Path
 
 import _hardening_workers as hw
 import pytest
-from _support import JOIN_TIMEOUT, FileRecords, Records, join_all
+from _support import FORCED_TCP, JOIN_TIMEOUT, FileRecords, Records, join_all
 
 import logfunnel
 from logfunnel._protocol._codec import KIND_HELLO, PROTOCOL_VERSION, encode_json
@@ -107,6 +107,7 @@ class TestProducerDeath:
         assert numbers_by_producer(capture.messages()) == {0: list(range(1000))}
         assert (stats.partial_frames, stats.bad_connections) == (1, 0)
 
+    @pytest.mark.skipif(FORCED_TCP, reason="cuts a Unix-socket hello by hand")
     @pytest.mark.parametrize("cut", [3, 20], ids=lambda c: f"cut{c}")
     def test_death_inside_the_handshake(
         self, start_method: str, cut: int, sink: Records | FileRecords
@@ -245,7 +246,7 @@ class TestCollectorGone:
         fallback = re.findall(r"after the stop n(\d+) \[logfunnel: collector unreachable\]", text)
         assert fallback == [str(n) for n in range(25)]
         assert re.search(
-            r"logfunnel: pid \d+: 25 record\(s\) could not be sent to unix:\S+ "
+            r"logfunnel: pid \d+: 25 record\(s\) could not be sent to \S+ "
             r"and were written to stderr instead",
             text,
         )
@@ -379,7 +380,8 @@ class TestParentCrash:
         }
         assert "parent: every producer has logged" in messages
         assert any("the parent process is gone" in line for line in lines)
-        assert not Path(pids["address"][len("unix:") :]).parent.exists()
+        if pids["address"].startswith("unix:"):
+            assert not Path(pids["address"][len("unix:") :]).parent.exists()
 
     def test_process_collector_with_file_and_dictconfig_sinks(
         self, start_method: str, tmp_path: Path

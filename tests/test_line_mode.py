@@ -30,7 +30,7 @@ import logfunnel
 from logfunnel._audit import numbered_set
 from logfunnel._collector import _loop
 from logfunnel._collector._loop import Collector
-from logfunnel._protocol._address import Address
+from logfunnel._protocol._address import Address, parse_address
 from logfunnel._protocol._codec import LINE_LIMIT, FrameError, encode_text
 from logfunnel._sinks._writer import TextWriter
 
@@ -57,7 +57,7 @@ def line_level(funnel: logfunnel.Funnel) -> int | None:
     """The line mode level the funnel's collector offered its producers (None: frames)."""
     handler = logfunnel.attached()
     assert handler is not None
-    assert handler.address == funnel.address
+    assert handler.address == str(parse_address(funnel.address))
     level: int | None = handler.config["lines"]
     return level
 

@@ -272,3 +272,30 @@ class TestProducerSide:
             handler.close()
             server.close()
         assert [hello["seq"] for hello in hellos] == [0, 0]  # it resends from record 0
+
+
+class TestTheWindowsPath:
+    def test_the_transport_switch_makes_loopback_tcp_the_default(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        """LOGFUNNEL_TRANSPORT=tcp makes a funnel listen on loopback TCP with a fresh key,
+        as on Windows, and its children attach there."""
+        monkeypatch.setenv("LOGFUNNEL_TRANSPORT", "tcp")
+        path = tmp_path / "win.log"
+        with logfunnel.Funnel(path, level="INFO") as funnel:
+            address = parse_address(funnel.address)
+            assert (address.scheme, address.host) == ("tcp", "127.0.0.1")
+            assert address.key is not None
+            ctx = funnel.context("spawn")
+            procs = [ctx.Process(target=attach_and_log, args=(funnel.address, 0, 50))]
+            procs[0].start()
+            join_all(procs, exitcode=0)
+        result = audit([path])
+        assert result.missing(1, 50) == []
+        assert result.doubled() == {}
+
+    def test_a_bad_transport_is_refused(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Any other value of LOGFUNNEL_TRANSPORT is an error that names it."""
+        monkeypatch.setenv("LOGFUNNEL_TRANSPORT", "pigeon")
+        with pytest.raises(ValueError, match="pigeon"):
+            logfunnel.Funnel(attach_main=False).start()

@@ -426,6 +426,8 @@ class Collector:
                     if self._final:
                         self._send_to(conn, bye_frame())
             for conn in list(self._connections.values()):
+                if conn.state == _ACKS:
+                    continue  # the last acknowledgement goes there when its records end
                 with contextlib.suppress(OSError):
                     conn.sock.shutdown(socket.SHUT_WR)
             deadline = time.monotonic() + _TCP_DRAIN_LIMIT
@@ -788,11 +790,18 @@ class Collector:
         if conn.acking and conn.partner is None:
             # Its channel never came: forget the token it was given.
             self._channels = {t: c for t, c in self._channels.items() if c is not conn}
+        if conn.acking and conn.partner is not None:
+            # The last word on this connection: how far it was written. A producer
+            # that closed it at a bye waits for this before its fallback takes the rest.
+            with contextlib.suppress(OSError):
+                conn.partner.sock.send(bytes(conn.out) + ack_frame(conn.expected))
         partner, conn.partner = conn.partner, None
         if partner is not None:
-            # A connection and its acknowledgement channel end together.
             partner.partner = None
-            if partner.sock.fileno() in self._connections:
+            # A records connection takes its acknowledgement channel with it. Not the
+            # other way round: a producer that dies closes both, and the records
+            # still unread in the first must be read before it ends.
+            if conn.state != _ACKS and partner.sock.fileno() in self._connections:
                 self._close(partner, None)
         fd = conn.sock.fileno()
         self._connections.pop(fd, None)

@@ -354,14 +354,84 @@ class FunnelHandler(Handler):
             if self._dropper is None:
                 sock.sendall(data)
         except _CollectorStopped as exc:
-            self._drop_connection()
-            self._leave_acknowledged_mode("the collector stopped")
+            self._collector_stopped()
             self._retry_at = time.monotonic() + _RETRY_INTERVAL
             self._fallback(record, exc)
         except (OSError, FrameError) as exc:
             self._link_lost(exc)
         except Exception:
             self.handleError(record)
+
+    def _collector_stopped(self) -> None:
+        """The collector said bye: end this side, take its last acknowledgement, and write
+        to the fallback whatever it did not get, as over a Unix socket.
+
+        Closing the records connection tells the stopping collector that nothing
+        more comes, so it reads to the end of it and then acknowledges once more
+        before it closes the channel (see ``_collector._loop``).
+        """
+        from . import _connect
+
+        resend, acks, channel = self._resend, self._acks, self._ack_sock
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+        deadline = time.monotonic() + _RECONNECT_TIMEOUT
+        while channel is not None and acks is not None and time.monotonic() < deadline:
+            try:
+                if not _connect.wait_readable(channel, deadline - time.monotonic()):
+                    break
+                data, ended = _connect.read_nowait(channel)
+                if data:
+                    acks.feed(data)
+            except (OSError, FrameError):
+                break
+            if ended:
+                break
+        self._drop_connection()
+        self._resend, self._acks = None, None
+        if resend is None:
+            return
+        if acks is not None and self._acked < acks.acked <= self._seq:
+            resend.acknowledge(acks.acked)
+        for data in resend.pending():
+            self._spill(data)
+        resend.clear()
+
+    def _spill(self, data: bytes) -> None:
+        """Write to the fallback a record that was sent but never written: its text, decoded
+        from the bytes kept for it (a line, or a frame of formatted text or of a record)."""
+        from .._protocol._codec import (
+            HEADER,
+            KIND_RECORD,
+            KIND_TEXT,
+            decode_record,
+            decode_text,
+            make_record,
+        )
+
+        self.fallbacks += 1
+        marker = " [logfunnel: collector unreachable]\n"
+        try:
+            if self._line is not None and not data.startswith(b"\0"):
+                write_stderr(data.decode("utf-8", "replace").rstrip("\n") + marker)
+                return
+            frame = data[1:] if data.startswith(b"\0") else data
+            kind = HEADER.unpack_from(frame)[1]
+            body = frame[HEADER.size :]
+            if kind == KIND_TEXT:
+                texts = decode_text(body, len(self._formatters) or 1)[2]
+                if texts:
+                    text = texts[0].decode("utf-8", "replace").rstrip("\n")
+                    write_stderr(text + marker)
+                    return
+                kind = KIND_RECORD
+                body = decode_text(body, len(self._formatters) or 1)[3]
+            if kind == KIND_RECORD:
+                record = make_record(decode_record(body)[1])
+                write_stderr(self._fallback_formatter.format(record) + "\n")
+        except Exception:
+            write_stderr(f"logfunnel: a record of {len(data)} bytes could not be shown\n")
 
     def _read_acks(self) -> None:
         """Take the acknowledgements that arrived, without waiting; raise if the link ended."""
@@ -451,11 +521,7 @@ class FunnelHandler(Handler):
                 if _connect.wait_readable(self._ack_sock, min(0.5, deadline - now)):
                     self._read_acks()
             except _CollectorStopped:
-                # It read and writes what came before its bye: nothing is owed.
-                if self._resend is not None:
-                    self._resend.clear()
-                self._drop_connection()
-                self._resend, self._acks = None, None
+                self._collector_stopped()
             except (OSError, FrameError) as exc:
                 self._link_lost(exc)
 
