@@ -25,7 +25,8 @@ _LINGER_RST = struct.pack("ii", 1, 0)
 
 
 class FaultProxy:
-    """Relay ``127.0.0.1:port`` to ``target``, with ``faults`` faults in all."""
+    """Relay ``127.0.0.1:port`` to ``target``, with ``faults`` faults in all (a planned
+    fault counts once it happens: a connection may end before its cut point)."""
 
     def __init__(
         self,
@@ -81,7 +82,6 @@ class FaultProxy:
         with self._lock:
             if self.faults_left <= 0:
                 return "none", 0
-            self.faults_left -= 1
             kind = self.rng.choice(["cut", "reset", "stall"])
             return kind, self.rng.randint(*self.cut_after)
 
@@ -120,8 +120,11 @@ class FaultProxy:
             server.close()
 
     def _fault(self, kind: str, client: socket.socket, server: socket.socket) -> bool:
-        """Break the link; True if the connection is over."""
+        """Break the link, while the budget lasts; True if the connection is over."""
         with self._lock:
+            if self.faults_left <= 0:
+                return False
+            self.faults_left -= 1
             self.done[kind] += 1
         if kind == "stall":
             time.sleep(self.rng.uniform(*self.stall))
