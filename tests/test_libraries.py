@@ -1,5 +1,5 @@
 """Zero code with the libraries that make processes for you: joblib, loky,
-concurrent.futures and multiprocessing pools.
+concurrent.futures, multiprocessing pools and Celery's prefork pool.
 
 Each case runs inside a funnel and nothing else: the workers' code has no
 logfunnel in it (``_library_workers``). Every record must be in the funnel's
@@ -12,15 +12,20 @@ import concurrent.futures
 import multiprocessing
 import os
 import re
+import signal
+import subprocess
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import _celery_app
 import _library_workers as work
 import joblib
 import loky
 import pytest
+from _support import JOIN_TIMEOUT
 from joblib.externals.loky.process_executor import TerminatedWorkerError
 
 import logfunnel
@@ -48,13 +53,16 @@ def tasks(tag: str, count: int = TASKS) -> list[str]:
     return [f"{tag} {n} {step}" for n in range(count) for step in range(work.STEPS)]
 
 
-def check(path: Path, expected: list[str], name: str = "worker") -> dict[int, list[str]]:
+def check(
+    path: Path, expected: list[str], name: str = "worker", *, queue_order: bool = True
+) -> dict[int, list[str]]:
     """Every expected record is in the file exactly once and nothing else of ``name``'s is,
     and each process's records are in the order it logged them. Returns them by pid.
 
     A worker takes its tasks from a queue in the order they were given, so
     ``expected`` (tasks in order, each one's records in order) is the order of
-    every worker's own records.
+    every worker's own records; where the queue does not keep that order
+    (``queue_order=False``), each task's records are still in order.
     """
     found = records(path, name)
     counts = Counter(message for _, message in found)
@@ -67,7 +75,12 @@ def check(path: Path, expected: list[str], name: str = "worker") -> dict[int, li
     for pid, message in found:
         by_pid[pid].append(message)
     for pid, messages in by_pid.items():
-        assert messages == sorted(messages, key=rank.__getitem__), f"pid {pid} out of order"
+        runs = [messages]
+        if not queue_order:
+            tasks = {message.rsplit(" ", 1)[0] for message in messages}
+            runs = [[m for m in messages if m.rsplit(" ", 1)[0] == task] for task in tasks]
+        for run in runs:
+            assert run == sorted(run, key=rank.__getitem__), f"pid {pid} out of order"
     return dict(by_pid)
 
 
@@ -218,3 +231,72 @@ class TestMultiprocessingPool:
         with funnel(log), context.Pool(2) as pool:
             pids = pool.map(work.log_task_args, [(start_method, n) for n in range(TASKS)])
         assert worker_pids(check(log, tasks(start_method))) == set(pids)
+
+
+#: A prefork pool of two, and only tasks through the folder (no gossip, mingle or heartbeat).
+WORKER_OPTIONS = [
+    "--pool=prefork",
+    "--concurrency=2",
+    "--loglevel=INFO",
+    "--without-gossip",
+    "--without-mingle",
+    "--without-heartbeat",
+]
+
+
+class TestCelery:
+    """Celery's prefork pool, its worker a real ``celery worker`` process: messages and
+    results go through files (see ``_celery_app``), so no broker server is needed."""
+
+    def run_worker(self, log: Path, tmp_path: Path, route: str) -> tuple[int, list[int]]:
+        """Start a worker in a funnel, have it run ``TASKS`` tasks, end it with Celery's
+        warm shutdown (SIGTERM); the worker's pid and each task's."""
+        folder = str(tmp_path / "celery")
+        app = _celery_app.make_app(folder)
+        with funnel(log), open(tmp_path / "worker.out", "w") as output:
+            env = dict(os.environ)
+            env.update({_celery_app.FOLDER: folder, _celery_app.LOGGING: route})
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), str(TESTS)) if p)
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "_celery_app", "worker", *WORKER_OPTIONS],
+                env=env,
+                cwd=tmp_path,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                results = [
+                    app.send_task(_celery_app.TASK, args=(route, n, work.STEPS))
+                    for n in range(TASKS)
+                ]
+                pids = [result.get(timeout=JOIN_TIMEOUT) for result in results]
+            finally:
+                worker.send_signal(signal.SIGTERM)
+                try:
+                    code = worker.wait(JOIN_TIMEOUT)
+                finally:
+                    worker.kill()
+                    worker.wait()
+                app.close()
+        assert code == 0, (tmp_path / "worker.out").read_text()
+        return worker.pid, pids
+
+    def test_the_prefork_pool_through_the_startup_hook(self, log: Path, tmp_path: Path) -> None:
+        """A worker whose Celery leaves logging alone: the startup hook attaches its pool
+        processes, and their records arrive, Celery's task loggers' too, with no
+        logfunnel code."""
+        main, pids = self.run_worker(log, tmp_path, "hook")
+        assert main not in pids
+        by_pid = check(log, tasks("hook"), queue_order=False)
+        assert set(by_pid) == set(pids)
+        check(log, [f"hook {n} done" for n in range(TASKS)], name="tasks", queue_order=False)
+
+    def test_the_prefork_pool_attached_at_worker_process_init(
+        self, log: Path, tmp_path: Path
+    ) -> None:
+        """A worker with Celery's own logging (it takes the root logger over): pool processes
+        that call ``logfunnel.attach()`` at ``worker_process_init`` send their records."""
+        main, pids = self.run_worker(log, tmp_path, "worker_process_init")
+        assert main not in pids
+        by_pid = check(log, tasks("worker_process_init"), queue_order=False)
+        assert set(by_pid) == set(pids)
