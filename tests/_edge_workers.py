@@ -60,3 +60,9 @@ def log_after_stop(logged: Any, stopped: Any, count: int) -> None:
     assert stopped.wait(60)
     for number in range(count):
         logging.getLogger("late").warning("late record %d", number)
+
+
+def wait_for_eof(reader: Any, writer: Any, timeout: float) -> None:
+    """Wait until every process has closed ``writer`` (this one first), then end with 0."""
+    writer.close()
+    reader.poll(timeout)

@@ -348,6 +348,30 @@ class TestSigterm:
         assert handler == signal.SIG_DFL
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
+    @pytest.mark.skipif(
+        "fork" not in multiprocessing.get_all_start_methods(), reason="needs the fork method"
+    )
+    def test_sigterm_at_once_after_fork_ends_the_child(self) -> None:
+        """A fork child sent SIGTERM right after it started, before its fork handlers ran,
+        is ended by it as without a funnel (``with Pool()`` ending at once would otherwise
+        wait for it forever)."""
+        ctx = multiprocessing.get_context("fork")
+        reader, writer = ctx.Pipe(duplex=False)
+        with logfunnel.Funnel(handlers=[Records()]):
+            procs = []
+            for _ in range(20):
+                proc = ctx.Process(
+                    target=_edge_workers.wait_for_eof, args=(reader, writer, JOIN_TIMEOUT)
+                )
+                proc.start()
+                proc.terminate()
+                procs.append(proc)
+            writer.close()  # a child that outlived its SIGTERM now ends on its own, with 0
+            for proc in procs:
+                proc.join(JOIN_TIMEOUT)
+            reader.close()
+        assert [proc.exitcode for proc in procs] == [-signal.SIGTERM] * len(procs)
+
     def test_a_funnel_stopped_from_another_thread_leaves_workers_the_default(
         self, start_method: str
     ) -> None:

@@ -109,12 +109,18 @@ def end_reusable_workers() -> None:
     funnel stops. A funnel ends the pool when it starts and when it stops; the
     next call starts new workers, which inherit what is current. Waiting for
     them also means their last records are in before the funnel drains.
+
+    loky keeps the pool in a module global (joblib's copy of loky, and loky
+    before 3.7), or one pool per thread (``_executor_storage``, loky 3.7 on):
+    then it is the pool of the thread that starts or stops the funnel.
     """
     for name in _REUSABLE_POOLS:
-        executor = getattr(sys.modules.get(name), "_executor", None)
-        if executor is not None:
-            with contextlib.suppress(Exception):
-                executor.shutdown(wait=True)
+        module = sys.modules.get(name)
+        storage = getattr(module, "_executor_storage", None)
+        for executor in (getattr(module, "_executor", None), getattr(storage, "executor", None)):
+            if executor is not None:
+                with contextlib.suppress(Exception):
+                    executor.shutdown(wait=True)
 
 
 def _set(name: str, value: str | None) -> None:

@@ -17,6 +17,11 @@ It stands aside wherever taking SIGTERM over would change the program:
   that started the funnel. A fork child gets the default action back at once:
   ``Pool.terminate()`` sends its workers SIGTERM and waits for them, and a
   Python-level handler would only run once a worker's C code returned.
+  SIGTERM is blocked in the forking thread across ``fork()``: one that
+  reaches a child before its fork handlers have run (a pool terminated
+  right after it started) would meet this handler, which Python then drops,
+  and the child would live on; held until the default action is back, it
+  ends the child as it would without a funnel.
 """
 
 from __future__ import annotations
@@ -46,8 +51,14 @@ class SigtermDrain:
         self._stops = 0  # stop() calls under way, in any thread
         self._pending = False  # SIGTERM arrived during one of them
         self._lock = threading.Lock()
+        # Per forking thread: whether its fork blocked SIGTERM (see _before_fork).
+        self._forking = threading.local()
         if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._after_fork_in_child)
+            os.register_at_fork(
+                before=self._before_fork,
+                after_in_parent=self._unblock,
+                after_in_child=self._after_fork_in_child,
+            )
 
     def _installed(self) -> bool:
         return _SIGTERM is not None and signal.getsignal(_SIGTERM) == self._on_signal
@@ -116,9 +127,23 @@ class SigtermDrain:
             if self._installed():
                 signal.signal(_SIGTERM, signal.SIG_DFL)  # type: ignore[arg-type]
 
+    def _before_fork(self) -> None:
+        """Hold SIGTERM in this thread until the child has the default action back."""
+        self._forking.blocked = False
+        if _SIGTERM is not None and self._installed() and hasattr(signal, "pthread_sigmask"):
+            before = signal.pthread_sigmask(signal.SIG_BLOCK, {_SIGTERM})
+            self._forking.blocked = _SIGTERM not in before
+
+    def _unblock(self) -> None:
+        if _SIGTERM is not None and getattr(self._forking, "blocked", False):
+            self._forking.blocked = False
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {_SIGTERM})
+
     def _after_fork_in_child(self) -> None:
         self._funnels = []
         self._stops = 0
         self._pending = False
         self._lock = threading.Lock()
         self._uninstall()
+        # A SIGTERM that came since the fork now ends the child, as it would have.
+        self._unblock()
