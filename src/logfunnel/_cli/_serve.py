@@ -14,9 +14,13 @@ not exist yet. The key is never printed, nor taken on the command line
 producers take it from ``LOGFUNNEL_KEY``.
 
 On stdout, flushed at once so that a script can wait for it, serve says
-where the key is, then ``logfunnel serve: listening on tcp://HOST:PORT``
-(the real port), then how producers join. Its own start and stop are
+where the key is, how producers join, and last ``logfunnel serve:
+listening on tcp://HOST:PORT`` (the real port). Its own start and stop are
 records of logger ``logfunnel`` in its sinks, beside the peers it refused.
+
+Attached producers take a collector's root level: serve's is ``--level``,
+or NOTSET without it, so that a worker's records are all sent and the sinks'
+own levels choose (serve's own default, WARNING, would hide their INFO).
 
 SIGTERM or SIGINT drains: every record already received is written, the
 sinks are flushed and closed, and serve exits 0. It is not a final
@@ -92,6 +96,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.address:
         parser.error("no ADDRESS: logfunnel serve tcp://HOST:PORT")
     options = sink_kwargs(args)
+    # Producers take the collector's root level: without --level, every record
+    # is sent, and the sinks' own levels choose.
+    options.setdefault("level", logging.NOTSET)
     if options.get("collector") == "process":
         parser.error("--collector process: serve is a collector process already")
     try:
@@ -123,11 +130,11 @@ def run(args: argparse.Namespace) -> int:
             funnel._note(
                 logging.INFO, "logfunnel serve: listening on %s (pid %d)", where, os.getpid()
             )
-            _say(f"listening on {where}")
             _say(
                 f"producers: {ENV_KEY}=$(cat {key_path}) with attach({where!r}) "
                 f"or {ENV_ADDRESS}={where}"
             )
+            _say(f"listening on {where}")  # the last line: a script may wait for it
             name = signal.Signals(stop.wait()).name
             funnel._note(logging.INFO, "logfunnel serve: %s: draining and stopping", name)
         finally:

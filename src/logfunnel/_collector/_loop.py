@@ -289,7 +289,6 @@ class Collector:
                 return False
         elif thread is None:
             self._drain()
-        self._take_notes()  # given after the thread's last look
         self._close_all()
         self.plan.guards.close(timeout)
         return True
@@ -842,7 +841,8 @@ class Collector:
 
     def note(self, level: int, msg: str, *args: object) -> None:
         """A record of the collector's own (logger ``logfunnel``) from any thread: the
-        collector thread hands it to the sinks, between the records it writes."""
+        collector thread hands it to the sinks, between the records it writes. One given
+        after ``stop()`` has begun its drain is not written."""
         self._notes.append((level, msg, args))
         with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
