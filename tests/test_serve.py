@@ -290,12 +290,13 @@ class TestBadInput:
         [
             (None, "no ADDRESS"),
             ("tcp://127.0.0.1", "must look like tcp://HOST:PORT"),
+            ("tcp://127.0.0.1:port", "must look like tcp://HOST:PORT"),
             ("127.0.0.1:9020", "give tcp://HOST:PORT"),
             ("unix:/tmp/x.sock", "give tcp://HOST:PORT"),
             ("tls://127.0.0.1:9020", "TLS is not supported yet"),
             ("tcp://127.0.0.1:0?key=00", "--key-file"),
         ],
-        ids=["none", "no-port", "no-scheme", "unix", "tls", "key-in-address"],
+        ids=["none", "no-port", "bad-port", "no-scheme", "unix", "tls", "key-in-address"],
     )
     def test_a_bad_address_is_refused(
         self, tmp_path: Path, address: str | None, message: str

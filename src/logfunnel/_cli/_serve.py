@@ -46,8 +46,8 @@ import sys
 from types import FrameType
 from typing import Any, Final
 
+from .. import ENV_ADDRESS, ENV_KEY
 from .._funnel import Funnel
-from .._protocol._address import ENV_ADDRESS, ENV_KEY, Address, parse_address
 from ._sinks import add_sink_arguments, sink_kwargs
 
 __all__ = ["DEFAULT_KEY_FILE", "HELP", "add_arguments", "run"]
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             funnel = Funnel(
                 **options,
-                listen=str(address),
+                listen=address,
                 key=key,
                 attach_main=False,
                 inherit=False,
@@ -145,8 +145,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _address(text: str) -> Address:
-    """The TCP address to listen on, without a key (the key is only ever in its file)."""
+def _address(text: str) -> str:
+    """``tcp://HOST:PORT`` to listen on, checked; the key is only ever in its file."""
+    from urllib.parse import urlsplit
+
     if text.startswith("tls://"):
         raise _Refused(f"{text}: TLS is not supported yet; listen on tcp://HOST:PORT")
     if not text.startswith("tcp://"):
@@ -154,10 +156,13 @@ def _address(text: str) -> Address:
     if "?" in text:
         raise _Refused(f"{text}: the key goes in --key-file, not in the address")
     try:
-        address = parse_address(text, b"")
-    except ValueError as exc:
-        raise _Refused(str(exc)) from None
-    return Address("tcp", host=address.host, port=address.port)
+        parts = urlsplit(text)
+        valid = bool(parts.hostname) and parts.port is not None
+    except ValueError:  # a port that is not a number, or out of range
+        valid = False
+    if not valid or parts.path or parts.fragment:
+        raise _Refused(f"{text}: the address must look like tcp://HOST:PORT")
+    return text
 
 
 def _key(path: str | None) -> tuple[bytes, str, bool]:
@@ -209,8 +214,8 @@ def _read_key(path: str) -> bytes:
 
 
 def _display(funnel: Funnel) -> str:
-    """The funnel's address without its key."""
-    return str(parse_address(funnel.address, b""))
+    """The funnel's address without its key (``tcp://HOST:PORT?key=HEX``)."""
+    return funnel.address.split("?", 1)[0]
 
 
 class _StopSignals:
