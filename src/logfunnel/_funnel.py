@@ -92,6 +92,16 @@ class Funnel:
     collector is behind, so nothing is lost. ``overflow="drop"`` is for
     programs that must never wait: a record that does not fit in the socket
     buffer is dropped, and the count of drops reaches the sinks as a record.
+
+    ``final=False`` is for a collector that another one may replace on the
+    same TCP address, with the same key (``logfunnel serve``, restarted). At
+    ``stop()`` it writes what was sent, as always, but does not tell its
+    producers that it is gone: over TCP they keep what was not acknowledged
+    and send it again to the next collector that listens there (meanwhile
+    their logging calls wait, or drop, as ``overflow`` says, once their
+    resend buffer is full). The default, ``final=True``, tells them, and
+    what they log afterwards goes to their stderr fallback. Over a Unix
+    socket producers are never told, and it changes nothing.
     """
 
     def __init__(
@@ -116,6 +126,7 @@ class Funnel:
         config: dict[str, object] | None = None,
         overflow: str = "block",
         inherit: bool = True,
+        final: bool = True,
     ) -> None:
         if collector not in ("thread", "process"):
             raise ValueError(f"collector must be 'thread' or 'process', not {collector!r}")
@@ -176,6 +187,7 @@ class Funnel:
         self._key = key
         self._attach_main = attach_main
         self._inherit = inherit
+        self._final = final
         self._export: Export | None = None
         self._collector: Collector | ProcessCollector | None = None
         self._handler: FunnelHandler | None = None
@@ -212,7 +224,7 @@ class Funnel:
             loggers = snapshot()
             if self._in_process:
                 self._collector = ProcessCollector(
-                    sock, address, private_dir, self.sink_config, loggers
+                    sock, address, private_dir, self.sink_config, loggers, final=self._final
                 )
                 self._collector.start()
                 self.level = self._collector.level
@@ -228,6 +240,7 @@ class Funnel:
                     overflow=self.sink_config.overflow,
                     routes=routes,
                     loggers=loggers,
+                    final=self._final,
                 )
                 self._collector.start()
         if self._attach_main:
@@ -325,6 +338,14 @@ class Funnel:
         if self._collector is None:
             raise RuntimeError("the Funnel has not been started")
         return self._collector.stats
+
+    def _note(self, level: int, msg: str, *args: object) -> None:
+        """A record of logger ``logfunnel`` from the collector itself, to the sinks in the
+        collector's order (what ``logfunnel serve`` says of its start and stop). Only the
+        thread collector takes it; for ``collector="process"`` it raises TypeError."""
+        if not isinstance(self._collector, Collector):
+            raise TypeError("only a running thread collector takes notes")
+        self._collector.note(level, msg, *args)
 
     @property
     def running(self) -> bool:

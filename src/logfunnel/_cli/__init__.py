@@ -24,6 +24,7 @@ _COMMANDS = {
     "demo": "logfunnel._cli._demo",
     "merge": "logfunnel._cli._merge",
     "run": "logfunnel._cli._run",
+    "serve": "logfunnel._cli._serve",
 }
 
 _BENCH_HELP = (

@@ -1,4 +1,4 @@
-"""The sink options of every command that starts a collector (``run``, and ``serve`` to come).
+"""The sink options of every command that starts a collector (``run`` and ``serve``).
 
 They are ``SinkConfig``'s fields, one flag each, plus the two ``Funnel``
 arguments around them (``--level``, ``--collector``). ``FLAGS`` says which

@@ -21,6 +21,7 @@ other set-up gets frames only.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import logging
@@ -217,6 +218,8 @@ class Collector:
         # Each acknowledging connection's token, for its channel's hello.
         self._channels: dict[str, _Connection] = {}
         self._stopping = threading.Event()
+        # Records other threads gave ``note``, for the loop to hand to the sinks.
+        self._notes: collections.deque[tuple[int, str, tuple[object, ...]]] = collections.deque()
         self._thread: threading.Thread | None = None
         self._owner_pid = os.getpid()
         self._closed = False
@@ -332,6 +335,8 @@ class Collector:
                 before = stats.records
                 for key, _ in select(_TICK if self._connections or self._budget.waiting else None):
                     self._dispatch_event(key.data, key.fileobj)
+                if self._notes:
+                    self._take_notes()
                 self.plan.flush()
                 if self._to_ack:
                     self._acknowledge()
@@ -412,6 +417,7 @@ class Collector:
         handler), then reads until each producer has closed or stayed quiet
         for a moment.
         """
+        self._take_notes()
         self._accept_pending()
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(self._listener)
@@ -832,6 +838,19 @@ class Collector:
             sock.close()
         self._selector.close()
         _live_collectors.discard(self)
+
+    def note(self, level: int, msg: str, *args: object) -> None:
+        """A record of the collector's own (logger ``logfunnel``) from any thread: the
+        collector thread hands it to the sinks, between the records it writes. One given
+        after ``stop()`` has begun its drain is not written."""
+        self._notes.append((level, msg, args))
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+
+    def _take_notes(self) -> None:
+        while self._notes:
+            level, msg, args = self._notes.popleft()
+            self._report(level, msg, *args)
 
     def _report(self, level: int, msg: str, *args: object, skip: object = None) -> None:
         """A record from the collector itself, straight to the sinks (``skip``: not to one)."""

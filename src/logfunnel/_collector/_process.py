@@ -63,6 +63,8 @@ class ProcessCollector:
         private_dir: str | None,
         sinks: SinkConfig,
         loggers: dict[str, Any],
+        *,
+        final: bool = True,
     ) -> None:
         self._listener = listener
         self._address = address
@@ -74,6 +76,7 @@ class ProcessCollector:
             "private_dir": private_dir,
             "sys_path": [p for p in sys.path if isinstance(p, str)],
             "cwd": os.getcwd(),
+            "final": final,
         }
         self._control: socket.socket | None = None
         self._reader: Any = None
@@ -342,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
             overflow=config.overflow,
             routes=Routes(route_table()),
             loggers=_merged_loggers(spec["loggers"], config.config),
+            final=spec.get("final", True),
         )
     except Exception as exc:
         control.sendall(json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode() + b"\n")
