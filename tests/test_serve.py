@@ -8,6 +8,7 @@ are spawn processes that ``attach()`` with the address and the key.
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import os
 import selectors
@@ -21,9 +22,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _serve_workers import attach_and_log
+from _serve_workers import attach_and_log, own_levels
 from _strategy_workers import RECORD
 from _support import JOIN_TIMEOUT, audit, join_all
+
+import logfunnel
 
 SERVE = [sys.executable, "-m", "logfunnel", "serve"]
 LISTENING = "logfunnel serve: listening on "
@@ -330,3 +333,34 @@ class TestBadInput:
             )
         assert done.returncode == 2
         assert f"cannot listen on tcp://127.0.0.1:{port}" in done.stderr
+
+
+class TestProducersKeepTheirLevels:
+    @pytest.mark.parametrize("mirror", [False, True], ids=["own", "mirrored"])
+    def test_a_standalone_collector_leaves_its_producers_levels_alone(
+        self, tmp_path: Path, mirror: bool
+    ) -> None:
+        """With mirror_loggers=False (serve without --level) a producer keeps its own root
+        level and its DEBUG record is sent; mirrored, it takes the collector's WARNING."""
+        path = tmp_path / "levels.log"
+        logging.getLogger().setLevel(logging.WARNING)
+        ctx = multiprocessing.get_context("spawn")
+        done = ctx.Queue()
+        with logfunnel.Funnel(
+            path,
+            listen="tcp://127.0.0.1:0",
+            inherit=False,
+            attach_main=False,
+            mirror_loggers=mirror,
+        ) as funnel:
+            proc = ctx.Process(target=own_levels, args=(funnel.address, done))
+            proc.start()
+            join_all([proc], exitcode=0)
+            level = done.get(timeout=JOIN_TIMEOUT)
+        text = path.read_text()
+        if mirror:
+            assert level == logging.WARNING
+            assert "debug of its own" not in text
+        else:
+            assert level == logging.DEBUG
+            assert "debug of its own" in text

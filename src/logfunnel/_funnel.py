@@ -102,6 +102,11 @@ class Funnel:
     resend buffer is full). The default, ``final=True``, tells them, and
     what they log afterwards goes to their stderr fallback. Over a Unix
     socket producers are never told, and it changes nothing.
+
+    ``mirror_loggers=False`` is for a collector that is not the program its
+    producers belong to (``logfunnel serve``): they keep their own levels and
+    logger flags instead of taking this process's, and send what their own
+    loggers let through (down to the lowest level any sink takes).
     """
 
     def __init__(
@@ -127,6 +132,7 @@ class Funnel:
         overflow: str = "block",
         inherit: bool = True,
         final: bool = True,
+        mirror_loggers: bool = True,
     ) -> None:
         if collector not in ("thread", "process"):
             raise ValueError(f"collector must be 'thread' or 'process', not {collector!r}")
@@ -188,6 +194,7 @@ class Funnel:
         self._attach_main = attach_main
         self._inherit = inherit
         self._final = final
+        self._mirror_loggers = mirror_loggers
         self._export: Export | None = None
         self._collector: Collector | ProcessCollector | None = None
         self._handler: FunnelHandler | None = None
@@ -221,7 +228,7 @@ class Funnel:
                 self._root_level_before = root.level
                 root.setLevel(self._root_level)
             # The loggers as they stand now are what every attached process gets.
-            loggers = snapshot()
+            loggers = snapshot() if self._mirror_loggers else None
             if self._in_process:
                 self._collector = ProcessCollector(
                     sock, address, private_dir, self.sink_config, loggers, final=self._final

@@ -18,9 +18,10 @@ where the key is, how producers join, and last ``logfunnel serve:
 listening on tcp://HOST:PORT`` (the real port). Its own start and stop are
 records of logger ``logfunnel`` in its sinks, beside the peers it refused.
 
-Attached producers take a collector's root level: serve's is ``--level``,
-or NOTSET without it, so that a worker's records are all sent and the sinks'
-own levels choose (serve's own default, WARNING, would hide their INFO).
+Its producers are other programs, on other hosts: they keep their own
+levels and logger flags, and send what their own loggers let through. With
+``--level`` every producer's root logger takes that level instead, as under
+``logfunnel run``.
 
 SIGTERM or SIGINT drains: every record already received is written, the
 sinks are flushed and closed, and serve exits 0. It is not a final
@@ -96,9 +97,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.address:
         parser.error("no ADDRESS: logfunnel serve tcp://HOST:PORT")
     options = sink_kwargs(args)
-    # Producers take the collector's root level: without --level, every record
-    # is sent, and the sinks' own levels choose.
-    options.setdefault("level", logging.NOTSET)
+    # Producers keep their own logging set-up unless --level says otherwise.
+    mirror = "level" in options
     if options.get("collector") == "process":
         parser.error("--collector process: serve is a collector process already")
     try:
@@ -120,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
                 attach_main=False,
                 inherit=False,
                 final=False,
+                mirror_loggers=mirror,
             ).start()
         except (OSError, ValueError, TypeError, RuntimeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc

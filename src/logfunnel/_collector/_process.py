@@ -62,7 +62,7 @@ class ProcessCollector:
         address: Address,
         private_dir: str | None,
         sinks: SinkConfig,
-        loggers: dict[str, Any],
+        loggers: dict[str, Any] | None,
         *,
         final: bool = True,
     ) -> None:
@@ -344,7 +344,9 @@ def main(argv: list[str] | None = None) -> int:
             level,
             overflow=config.overflow,
             routes=Routes(route_table()),
-            loggers=_merged_loggers(spec["loggers"], config.config),
+            loggers=(
+                None if spec["loggers"] is None else _merged_loggers(spec["loggers"], config.config)
+            ),
             final=spec.get("final", True),
         )
     except Exception as exc:
