@@ -420,13 +420,12 @@ class FunnelHandler(Handler):
             kind = HEADER.unpack_from(frame)[1]
             body = frame[HEADER.size :]
             if kind == KIND_TEXT:
-                texts = decode_text(body, len(self._formatters) or 1)[2]
+                _, _, texts, structured = decode_text(body, len(self._formatters) or 1)
                 if texts:
                     text = texts[0].decode("utf-8", "replace").rstrip("\n")
                     write_stderr(text + marker)
                     return
-                kind = KIND_RECORD
-                body = decode_text(body, len(self._formatters) or 1)[3]
+                kind, body = KIND_RECORD, structured
             if kind == KIND_RECORD:
                 record = make_record(decode_record(body)[1])
                 write_stderr(self._fallback_formatter.format(record) + "\n")
@@ -464,8 +463,6 @@ class FunnelHandler(Handler):
         """Connect again and resend; False (and the next try scheduled) if it did not work."""
         try:
             self._connect()
-        except _CollectorStopped:
-            raise
         except (AttachError, OSError, FrameError) as exc:
             self._link_lost(exc)
             return False
@@ -475,16 +472,29 @@ class FunnelHandler(Handler):
         """Wait until ``size`` more bytes fit in the resend buffer (the "block" policy).
 
         Under the drop policy it does not wait. After ``_ROOM_PATIENCE`` of
-        waiting it gives up, and that record goes to the fallback.
+        waiting it gives up, and that record goes to the fallback. A bye from
+        the collector reaches the caller, as from ``_read_acks``.
         """
-        from . import _connect
-
         resend = self._resend
         assert resend is not None
         if self._dropper is not None:
             return False
-        deadline = time.monotonic() + _ROOM_PATIENCE
-        while not resend.has_room(size):
+        return self._await_acks(lambda: resend.has_room(size), _ROOM_PATIENCE)
+
+    def _wait_acknowledged(self, patience: float) -> None:
+        """Wait until every record sent is acknowledged, or ``patience`` is over (at close)."""
+        try:
+            self._await_acks(lambda: self._resend is None or not len(self._resend), patience)
+        except _CollectorStopped:
+            self._collector_stopped()
+
+    def _await_acks(self, done: Callable[[], bool], patience: float) -> bool:
+        """Read acknowledgements until ``done()``, connecting again after a cut; False once
+        ``patience`` is over. A bye from the collector is raised (``_CollectorStopped``)."""
+        from . import _connect
+
+        deadline = time.monotonic() + patience
+        while not done():
             now = time.monotonic()
             if now >= deadline:
                 return False
@@ -494,36 +504,13 @@ class FunnelHandler(Handler):
                 continue
             try:
                 assert self._ack_sock is not None
-                if _connect.wait_readable(self._ack_sock, min(1.0, deadline - now)):
-                    self._read_acks()
-            except (OSError, FrameError) as exc:
-                self._link_lost(exc)
-        return True
-
-    def _wait_acknowledged(self, patience: float) -> None:
-        """Wait until every record sent is acknowledged, or ``patience`` is over (at close)."""
-        from . import _connect
-
-        deadline = time.monotonic() + patience
-        while self._resend is not None and len(self._resend):
-            now = time.monotonic()
-            if now >= deadline:
-                return
-            if self._sock is None:
-                time.sleep(max(0.0, min(self._retry_at, deadline) - now))
-                try:
-                    self._reconnect_acknowledged()
-                except _CollectorStopped:
-                    self._leave_acknowledged_mode("the collector stopped")
-                continue
-            try:
-                assert self._ack_sock is not None
                 if _connect.wait_readable(self._ack_sock, min(0.5, deadline - now)):
                     self._read_acks()
             except _CollectorStopped:
-                self._collector_stopped()
+                raise
             except (OSError, FrameError) as exc:
                 self._link_lost(exc)
+        return True
 
     def _reconnect(self, record: LogRecord) -> bool:
         """Connect (a fork child, or after a failure); False if ``record`` went to the fallback.
