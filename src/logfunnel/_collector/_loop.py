@@ -731,9 +731,13 @@ class Collector:
         """Tell each producer how far its records are written (the sinks were just flushed)."""
         to_ack, self._to_ack = self._to_ack, set()
         for conn in to_ack:
-            if conn.sock.fileno() in self._connections and conn.expected != conn.acked:
+            if conn.sock.fileno() not in self._connections:
+                continue
+            frame = b""  # only what a full channel held back last round
+            if conn.expected != conn.acked:
                 conn.acked = conn.expected
-                self._send_to(conn, ack_frame(conn.expected))
+                frame = ack_frame(conn.expected)
+            self._send_to(conn, frame)
 
     def _send_to(self, conn: _Connection, frame: bytes) -> None:
         """Queue ``frame`` for ``conn``'s producer and send what its acknowledgement channel
