@@ -24,9 +24,10 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
+from logfunnel._producer._startup import PTH_NAME
+
 __all__ = ["measure_startup", "startup_lines"]
 
-_PTH: Final = "logfunnel-startup.pth"
 _ROOT: Final = Path(__file__).resolve().parents[1]
 
 
@@ -76,9 +77,9 @@ def measure_startup(runs: int = 20) -> dict[str, Any]:
                     [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"]
                 ).strip()
             )
-            / _PTH
+            / PTH_NAME
         )
-        aside = where / _PTH
+        aside = where / PTH_NAME
         command = [str(python), "-c", "pass"]
         times: dict[str, list[float]] = {"no_hook": [], "hook_unset": [], "attach": []}
         sink = logging.FileHandler(where / "startup.log")

@@ -30,7 +30,7 @@ ALLOWED = {
     "_cli": {"_audit", "_files", "_funnel", "_sinks"},
     "_threads": set(),
     # What a running funnel exports for its children, and where they pick it up.
-    "_inherit": {"_protocol"},
+    "_inherit": {"_producer", "_protocol"},
     "_bootstrap": {"_producer"},
 }
 

@@ -20,6 +20,7 @@ import site
 import sys
 import threading
 
+from ._producer._startup import PTH_NAME
 from ._protocol._address import ENV_ADDRESS, ENV_KEY, Address
 
 __all__ = [
@@ -33,7 +34,6 @@ __all__ = [
 
 #: The directory whose ``sitecustomize`` attaches (see ``_bootstrap``).
 BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap")
-_PTH_NAME = "logfunnel-startup.pth"
 
 
 class Export:
@@ -53,7 +53,7 @@ _exports: list[Export] = []  # oldest first
 def hook_installed() -> bool:
     """Whether the ``.pth`` startup hook sits in a site-packages directory of this interpreter."""
     directories = [*getattr(site, "getsitepackages", list)(), site.getusersitepackages()]
-    return any(os.path.exists(os.path.join(d, _PTH_NAME)) for d in directories if d)
+    return any(os.path.exists(os.path.join(d, PTH_NAME)) for d in directories if d)
 
 
 def export(address: Address) -> Export:
