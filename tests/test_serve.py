@@ -37,9 +37,12 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 class Serve:
     """One ``logfunnel serve`` process; ``address`` is what it printed, ``said`` its stdout."""
 
+    #: The command line before serve's arguments (a subclass may run it elsewhere).
+    command: tuple[str, ...] = tuple(SERVE)
+
     def __init__(self, cwd: Path, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [*SERVE, *args],
+            [*self.command, *args],
             cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
