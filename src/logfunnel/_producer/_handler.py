@@ -81,6 +81,8 @@ _FALLBACK_FORMAT: Final = (
     "%(asctime)s %(processName)s[%(process)d] %(levelname)s %(name)s: %(message)s"
     " [logfunnel: collector unreachable]"
 )
+#: How a record that could not be sent is written to stderr.
+_FALLBACK_FORMATTER: Final = Formatter(_FALLBACK_FORMAT)
 
 
 class FunnelHandler(Handler):
@@ -110,7 +112,6 @@ class FunnelHandler(Handler):
                 f"FunnelHandler needs an address: pass the Funnel's .address or set ${ENV_ADDRESS}"
             )
         self._address = parse_address(text, key)
-        self.address = str(self._address)
         # Over TCP: checks the connection before each send (see _connect.check_open).
         self._check_open: Callable[[socket.socket], None] | None = None
         self.timeout = timeout
@@ -130,7 +131,6 @@ class FunnelHandler(Handler):
         # Tells this handler's sequence from another's in the same process.
         self._stream = next(_streams)
         self._retry_at = 0.0
-        self._fallback_formatter = Formatter(_FALLBACK_FORMAT)
         # The collector's text sinks, formatted here (see _sinks); empty: none.
         self._formatters: list[ProducerFormatter] = []
         self._structured = True
@@ -139,16 +139,22 @@ class FunnelHandler(Handler):
         self._line: ProducerFormatter | None = None
         self._send_level = _ANY_LEVEL
         # Over TCP, once the collector acknowledges (see the module docstring):
-        # records below ``_acked`` are written; the rest are in ``_resend``.
+        # what it has not acknowledged yet is in ``_resend``.
         self._resend: ResendBuffer | None = None
         self._acks: AckReader | None = None
         # The connection acknowledgements come on (see _handshake.AckChannel).
         self._ack_sock: socket.socket | None = None
-        self._acked = 0
         self._backoff = 0.0
-        # What the records in the resend buffer were prepared for.
-        self._mode: object = None
+        # No more attributes without taking some away: up to 29 in all, CPython
+        # 3.11 keeps an instance's attributes in a shared-key layout, which is
+        # what lets emit's attribute reads and method calls be specialised (with
+        # more, each record costs about 3% more instructions).
         _live_handlers.add(self)
+
+    @property
+    def address(self) -> str:
+        """The collector's address, without its key."""
+        return str(self._address)
 
     def _on_several_loggers(self) -> None:
         """Send each record once even though it meets this handler on several loggers.
@@ -194,7 +200,7 @@ class FunnelHandler(Handler):
             "pid": self._pid,
             "start": _process_start,
             # Where the stream stands: after a cut, its first unacknowledged record.
-            "seq": self._acked if self._resend is not None else self._seq,
+            "seq": self._resend.acked if self._resend is not None else self._seq,
             "stream": self._stream,
             "ack": tcp,
         }
@@ -234,30 +240,30 @@ class FunnelHandler(Handler):
         from ._resend import ResendBuffer
 
         mode = (self.config.get("lines"), self.config.get("formats"), self.config.get("structured"))
-        if self._resend is None:
-            self._resend, self._acked = ResendBuffer(), self._seq
-        elif not self._acked <= resume <= self._seq:
+        resend = self._resend
+        if resend is None:
+            resend = self._resend = ResendBuffer(self._seq)
+        elif not resend.acked <= resume <= self._seq:
             self._drop_connection()
             raise AttachError(
                 f"the collector at {self.address} resumes at record {resume}, "
-                f"but this stream sent {self._acked} to {self._seq - 1} unacknowledged"
+                f"but this stream sent {resend.acked} to {self._seq - 1} unacknowledged"
             )
-        self._resend.acknowledge(resume)
-        self._acked = resume
+        resend.acknowledge(resume)
         self._acks = AckReader(resume)
         self._backoff = 0.0
         self._check_open = None  # reading acknowledgements notices the end too
-        if len(self._resend) and mode != self._mode:
+        if len(resend) and mode != resend.mode:
             # Prepared for other sinks than the new collector's: they cannot go as they are.
-            lost = self._resend.clear()
-            self._seq = self._acked
+            lost = resend.clear()
+            self._seq = resend.acked
             write_stderr(
                 f"logfunnel: pid {self._pid}: {lost} unacknowledged record(s) were not sent "
                 f"again: the collector at {self.address} now has other sinks\n"
             )
-        self._mode = mode
+        resend.mode = mode
         assert self._sock is not None
-        for data in self._resend.pending():
+        for data in resend.pending():
             self._sock.sendall(data)
 
     def _leave_acknowledged_mode(self, why: str) -> None:
@@ -281,7 +287,7 @@ class FunnelHandler(Handler):
         # Close our copy only (close, never shutdown: the parent still uses it).
         self._drop_connection()
         # The parent's unacknowledged records are the parent's to send again.
-        self._resend, self._acks, self._acked, self._mode = None, None, 0, None
+        self._resend, self._acks = None, None
         self._pid = os.getpid()
         self._seq = 0
         self._stream = next(_streams)
@@ -392,7 +398,7 @@ class FunnelHandler(Handler):
         self._resend, self._acks = None, None
         if resend is None:
             return
-        if acks is not None and self._acked < acks.acked <= self._seq:
+        if acks is not None and resend.acked < acks.acked <= self._seq:
             resend.acknowledge(acks.acked)
         for data in resend.pending():
             self._spill(data)
@@ -428,7 +434,7 @@ class FunnelHandler(Handler):
                 kind, body = KIND_RECORD, structured
             if kind == KIND_RECORD:
                 record = make_record(decode_record(body)[1])
-                write_stderr(self._fallback_formatter.format(record) + "\n")
+                write_stderr(_FALLBACK_FORMATTER.format(record) + "\n")
         except Exception:
             write_stderr(f"logfunnel: a record of {len(data)} bytes could not be shown\n")
 
@@ -447,9 +453,8 @@ class FunnelHandler(Handler):
             raise FrameError(f"acknowledgement of record {acks.acked - 1}, never sent")
         if acks.bye:
             raise _CollectorStopped(f"the collector at {self.address} stopped")
-        if acks.acked > self._acked:
+        if acks.acked > resend.acked:
             resend.acknowledge(acks.acked)
-            self._acked = acks.acked
         if ended:
             raise ConnectionResetError(f"the collector at {self.address} ended the connection")
 
@@ -581,7 +586,7 @@ class FunnelHandler(Handler):
         """A record we could not send is written to stderr and counted, never dropped silently."""
         self.fallbacks += 1
         try:
-            text = self._fallback_formatter.format(record) + "\n"
+            text = _FALLBACK_FORMATTER.format(record) + "\n"
             if error is not None and self.fallbacks == 1:
                 text += f"logfunnel: cannot send to {self.address}: {error}\n"
             write_stderr(text)

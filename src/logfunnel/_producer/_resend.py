@@ -25,13 +25,21 @@ RESEND_LIMIT: Final = 4 * 1024 * 1024
 
 
 class ResendBuffer:
-    """Numbered bytes, oldest first, at most ``limit`` of them (one record always fits)."""
+    """Numbered bytes, oldest first, at most ``limit`` of them (one record always fits).
 
-    __slots__ = ("_items", "limit", "size")
+    ``acked`` is the first number not acknowledged yet (every number below it
+    is written), and ``mode`` what the kept bytes were prepared for (the
+    collector's sinks as its handshake gave them): bytes for other sinks
+    cannot be sent again as they are.
+    """
 
-    def __init__(self, limit: int = RESEND_LIMIT) -> None:
+    __slots__ = ("_items", "acked", "limit", "mode", "size")
+
+    def __init__(self, acked: int, limit: int = RESEND_LIMIT) -> None:
         self._items: deque[tuple[int, bytes]] = deque()
+        self.acked = acked
         self.limit = limit
+        self.mode: object = None
         self.size = 0
 
     def __len__(self) -> int:
@@ -50,6 +58,7 @@ class ResendBuffer:
         items = self._items
         while items and items[0][0] < next_seq:
             self.size -= len(items.popleft()[1])
+        self.acked = max(self.acked, next_seq)
 
     def pending(self) -> Iterator[bytes]:
         """The bytes still unacknowledged, oldest first."""
