@@ -12,7 +12,8 @@ resend buffer, ``_resend``). After a cut it reconnects with a capped,
 growing delay, says where its stream stands and sends again what was not
 acknowledged; the collector skips what it had already written. The logging
 call still returns once the bytes are in the kernel, without waiting for a
-round trip. A collector that stops for good says bye first: from then on
+round trip, and acknowledgements are read every few records, not at each. A
+collector that stops for good says bye first: from then on
 records go to the fallback, as over a Unix socket.
 
 Fork safety is designed in: a fork child never writes into its parent's
@@ -67,6 +68,12 @@ _ANY_LEVEL: Final = -(2**63)
 
 # Over TCP after a cut: the first retry comes at once, then after a delay
 # that doubles up to the cap. A reconnect waits this long for an answer.
+#: Acknowledgements are read when a record's number is a multiple of 32 (and when the
+#: resend buffer is full, and at close): a read per record (a system call that
+#: nearly always finds nothing) cost the producer 20% more instructions a record.
+#: A collector's bye is seen that many records late at most; what was sent meanwhile
+#: is kept and goes to the fallback, as at any stop.
+_ACK_READ_MASK: Final = 31
 _BACKOFF_FIRST: Final = 0.05
 _BACKOFF_CAP: Final = 2.0
 _RECONNECT_TIMEOUT: Final = 2.0
@@ -330,7 +337,7 @@ class FunnelHandler(Handler):
         try:
             if record.levelno < self._send_level:
                 return
-            if self._sock is not None:
+            if self._sock is not None and not self._seq & _ACK_READ_MASK:
                 try:
                     self._read_acks()
                 except _CollectorStopped:
@@ -364,7 +371,11 @@ class FunnelHandler(Handler):
             self._retry_at = time.monotonic() + _RETRY_INTERVAL
             self._fallback(record, exc)
         except (OSError, FrameError) as exc:
-            self._link_lost(exc)
+            try:
+                self._link_lost(exc)
+            except _CollectorStopped:
+                self._collector_stopped()  # this record was kept: it goes to the fallback
+                self._retry_at = time.monotonic() + _RETRY_INTERVAL
         except Exception:
             self.handleError(record)
 
@@ -458,9 +469,34 @@ class FunnelHandler(Handler):
         if ended:
             raise ConnectionResetError(f"the collector at {self.address} ended the connection")
 
+    def _take_last_acks(self) -> bool:
+        """Before a broken link's channel is closed: acknowledgements already in its buffer
+        still count (they are read every few records only), so the next collector is not
+        sent again what the last one wrote. True if they end with the collector's bye."""
+        from . import _connect
+
+        sock, acks, resend = self._ack_sock, self._acks, self._resend
+        if sock is None or acks is None or resend is None:
+            return False
+        try:
+            data, _ = _connect.read_nowait(sock)
+            acks.feed(data)
+        except (OSError, FrameError):
+            return False
+        if resend.acked < acks.acked <= self._seq:
+            resend.acknowledge(acks.acked)
+        return acks.bye
+
     def _link_lost(self, exc: BaseException) -> None:
-        """The connection broke: what it had not acknowledged waits for the next one."""
+        """The connection broke: what it had not acknowledged waits for the next one.
+
+        Raises ``_CollectorStopped`` if the collector had said bye: it stopped for
+        good, so nothing waits for it.
+        """
+        bye = self._take_last_acks()
         self._drop_connection()
+        if bye:
+            raise _CollectorStopped(f"the collector at {self.address} stopped")
         self._retry_at = time.monotonic() + self._backoff
         self._backoff = min(max(self._backoff * 2, _BACKOFF_FIRST), _BACKOFF_CAP)
 
