@@ -6,9 +6,13 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import re
 import select
 import socket
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -299,3 +303,78 @@ class TestTheWindowsPath:
         monkeypatch.setenv("LOGFUNNEL_TRANSPORT", "pigeon")
         with pytest.raises(ValueError, match="pigeon"):
             logfunnel.Funnel(attach_main=False).start()
+
+
+_NEVER_BACK = """
+import logging, sys
+import logfunnel
+from logfunnel._producer import _handler
+
+_handler._ROOM_PATIENCE = 1.0  # 30 s in use: shortened, the mechanism is the same
+logfunnel.attach(sys.argv[1])
+log = logging.getLogger("p")
+log.warning("before")
+print("ready", flush=True)
+sys.stdin.readline()
+for number in range(int(sys.argv[2])):
+    log.warning("n%d %s", number, "x" * 1000)
+print("logged", flush=True)
+"""
+
+
+class TestACollectorThatNeverComesBack:
+    @pytest.mark.parametrize("overflow", ["block", "drop"])
+    def test_the_resend_buffer_fills_then_the_overflow_policy_decides(self, overflow: str) -> None:
+        """A producer whose collector goes away for good (no bye: it may come back) keeps
+        5,000 records of 1 KiB: its 4 MiB resend buffer fills, then under "block" the next
+        record waits its patience once and it and every later one go to stderr at once,
+        and under "drop" the rest are dropped and counted. At exit the kept records are
+        written to stderr too, and the counts are said: every record is accounted for, and
+        the process ends within seconds, not a patience per record."""
+        count = 5_000
+        sink = Records()
+        funnel = logfunnel.Funnel(
+            handlers=[sink],
+            listen="tcp://127.0.0.1:0",
+            final=False,
+            overflow=overflow,
+            inherit=False,
+            attach_main=False,
+        ).start()
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _NEVER_BACK, funnel.address, str(count)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline() == "ready\n"
+            assert sink.wait_for("before")
+            funnel.stop()
+            started = time.monotonic()
+            out, err = proc.communicate("go\n", timeout=JOIN_TIMEOUT * 2)
+            took = time.monotonic() - started
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0, err[-2000:]
+        assert out == "logged\n"
+        on_stderr = [
+            int(n) for n in re.findall(r"WARNING p: n(\d+) x+ \[logfunnel: collector", err)
+        ]
+        assert len(on_stderr) == len(set(on_stderr)), "a record written twice"
+        kept = re.search(r"(\d+) record\(s\) sent to \S+ were never acknowledged", err)
+        assert kept is not None, err[-2000:]
+        if overflow == "block":
+            assert sorted(on_stderr) == list(range(count))
+            assert f"{count} record(s) could not be sent" in err
+        else:
+            dropped = re.search(r"(\d+) record\(s\) were dropped \(overflow='drop'\)", err)
+            assert dropped is not None, err[-2000:]
+            assert len(on_stderr) == int(kept[1])  # what was kept; the rest was dropped
+            assert int(kept[1]) + int(dropped[1]) == count
+            assert int(dropped[1]) > 0
+        assert 0 < int(kept[1]) < count
+        assert took < 30, f"the producer took {took:.1f} s"

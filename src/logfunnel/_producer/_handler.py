@@ -274,14 +274,18 @@ class FunnelHandler(Handler):
             self._sock.sendall(data)
 
     def _leave_acknowledged_mode(self, why: str) -> None:
-        """Back to sending without acknowledgements; what was unacknowledged is said on stderr."""
+        """Back to sending without acknowledgements; what was never acknowledged goes to the
+        fallback (it may also be in the log, if only its acknowledgement was lost)."""
         resend, self._resend, self._acks = self._resend, None, None
-        left = resend.clear() if resend is not None else 0
-        if left:
-            write_stderr(
-                f"logfunnel: pid {self._pid}: {left} record(s) sent to {self.address} were "
-                f"never acknowledged ({why}); they may be lost\n"
-            )
+        if resend is None or not len(resend):
+            return
+        write_stderr(
+            f"logfunnel: pid {self._pid}: {len(resend)} record(s) sent to {self.address} were "
+            f"never acknowledged ({why}); they follow here\n"
+        )
+        for data in resend.pending():
+            self._spill(data)
+        resend.clear()
 
     def _drop_connection(self) -> None:
         sock, self._sock = self._sock, None
@@ -359,13 +363,14 @@ class FunnelHandler(Handler):
                 if time.monotonic() >= self._retry_at:
                     self._reconnect_acknowledged()
                 return
-            if self._dropper is not None and not self._dropper.send(sock, data):
-                self.dropped += 1
-                return
-            resend.add(self._seq, data)
+            resend.add(self._seq, data)  # kept first: a failed send loses nothing
             self._seq += 1
             if self._dropper is None:
                 sock.sendall(data)
+            elif not self._dropper.send(sock, data):
+                resend.forget_last()
+                self._seq -= 1
+                self.dropped += 1
         except _CollectorStopped as exc:
             self._collector_stopped()
             self._retry_at = time.monotonic() + _RETRY_INTERVAL
@@ -513,14 +518,18 @@ class FunnelHandler(Handler):
         """Wait until ``size`` more bytes fit in the resend buffer (the "block" policy).
 
         Under the drop policy it does not wait. After ``_ROOM_PATIENCE`` of
-        waiting it gives up, and that record goes to the fallback. A bye from
-        the collector reaches the caller, as from ``_read_acks``.
+        waiting it gives up, and that record goes to the fallback; so do the
+        next ones, at once, until the collector acknowledges again (a collector
+        that never comes back must not cost every later record that patience).
+        A bye from the collector reaches the caller, as from ``_read_acks``.
         """
         resend = self._resend
         assert resend is not None
         if self._dropper is not None:
             return False
-        return self._await_acks(lambda: resend.has_room(size), _ROOM_PATIENCE)
+        patience = _ROOM_PATIENCE if resend.patient else 0.0
+        resend.patient = self._await_acks(lambda: resend.has_room(size), patience)
+        return resend.patient
 
     def _wait_acknowledged(self, patience: float) -> None:
         """Wait until every record sent is acknowledged, or ``patience`` is over (at close)."""
@@ -535,17 +544,21 @@ class FunnelHandler(Handler):
         from . import _connect
 
         deadline = time.monotonic() + patience
+        tried = False  # one try even with no patience: a reconnect, or the acks waiting
         while not done():
             now = time.monotonic()
-            if now >= deadline:
+            if tried and now >= deadline:
                 return False
+            tried = True
             if self._sock is None:
-                time.sleep(max(0.0, min(self._retry_at, deadline) - now))
-                self._reconnect_acknowledged()
+                if now < self._retry_at:
+                    time.sleep(max(0.0, min(self._retry_at, deadline) - now))
+                else:
+                    self._reconnect_acknowledged()
                 continue
             try:
                 assert self._ack_sock is not None
-                if _connect.wait_readable(self._ack_sock, min(0.5, deadline - now)):
+                if _connect.wait_readable(self._ack_sock, max(0.0, min(0.5, deadline - now))):
                     self._read_acks()
             except _CollectorStopped:
                 raise

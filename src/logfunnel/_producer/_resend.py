@@ -30,16 +30,19 @@ class ResendBuffer:
     ``acked`` is the first number not acknowledged yet (every number below it
     is written), and ``mode`` what the kept bytes were prepared for (the
     collector's sinks as its handshake gave them): bytes for other sinks
-    cannot be sent again as they are.
+    cannot be sent again as they are. ``patient`` is False once the producer
+    waited its full patience for room and none came: until the collector
+    acknowledges again, a full buffer sends records to the fallback at once.
     """
 
-    __slots__ = ("_items", "acked", "limit", "mode", "size")
+    __slots__ = ("_items", "acked", "limit", "mode", "patient", "size")
 
     def __init__(self, acked: int, limit: int = RESEND_LIMIT) -> None:
         self._items: deque[tuple[int, bytes]] = deque()
         self.acked = acked
         self.limit = limit
         self.mode: object = None
+        self.patient = True
         self.size = 0
 
     def __len__(self) -> int:
@@ -52,6 +55,10 @@ class ResendBuffer:
     def add(self, seq: int, data: bytes) -> None:
         self._items.append((seq, data))
         self.size += len(data)
+
+    def forget_last(self) -> None:
+        """Take back the record just added (it was dropped, never sent)."""
+        self.size -= len(self._items.pop()[1])
 
     def acknowledge(self, next_seq: int) -> None:
         """Forget every record numbered below ``next_seq``."""
