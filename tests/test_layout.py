@@ -32,6 +32,8 @@ ALLOWED = {
     # What a running funnel exports for its children, and where they pick it up.
     "_inherit": {"_producer", "_protocol"},
     "_bootstrap": {"_producer"},
+    # Integrations (an optional extra each): a sink reads what the producer sent.
+    "otel": {"_producer", "_protocol", "_sinks"},
 }
 
 
