@@ -43,7 +43,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -60,7 +60,7 @@ from opentelemetry.sdk._logs.export import (
 )
 from opentelemetry.sdk.resources import Resource
 
-from ._producer._trace import SAMPLED_ATTR, SPAN_ID_ATTR, TRACE_ID_ATTR
+from ._producer._trace import FLAGS_ATTR, SPAN_ID_ATTR, TRACE_ID_ATTR
 from ._protocol._codec import ReceivedRecord, record_host
 from ._sinks._guard import LINES_ATTR
 
@@ -69,7 +69,9 @@ __all__ = ["ExportLoss", "OTLPHandler"]
 #: The path of the logs signal under an OTLP/HTTP base URL.
 LOGS_PATH: Final = "/v1/logs"
 _HOST: Final = socket.gethostname()
-_TRACE_ATTRS: Final = (TRACE_ID_ATTR, SPAN_ID_ATTR, SAMPLED_ATTR)
+# What opentelemetry-instrumentation-logging's record factory calls "sampled".
+_SAMPLED_ATTR: Final = "otelTraceSampled"
+_TRACE_ATTRS: Final = (TRACE_ID_ATTR, SPAN_ID_ATTR, FLAGS_ATTR, _SAMPLED_ATTR)
 # The span of a worker's record logged outside any span: none, not the collector's.
 _NO_SPAN: Final = trace.set_span_in_context(trace.INVALID_SPAN, otel_context.Context())
 _FLUSH_THREAD: Final = "logfunnel-otel-flush"
@@ -162,7 +164,7 @@ class OTLPHandler(LoggingHandler):
     @property
     def lost(self) -> int:
         """Records that did not reach the endpoint: dropped, failed, and, after
-        ``close()``, those still queued."""
+        ``close()``, those it did not export."""
         return self._counts.lost(final=self._closed)
 
     # -- the record path ---------------------------------------------------
@@ -201,30 +203,40 @@ class OTLPHandler(LoggingHandler):
         self._report_losses(final=False)
 
     def _force_flush(self) -> bool:
-        # In a thread of its own, as the SDK's handler does: an export that logs
-        # must not wait for this handler's lock, which flush() may hold.
+        return self._wait_for(self.provider.force_flush)
+
+    def _wait_for(self, step: Callable[[], object]) -> bool:
+        """Run ``step`` in a thread of its own, waiting at most ``flush_timeout`` seconds.
+
+        A thread, as the SDK's handler flushes: an export that logs must not wait
+        for this handler's lock, which flush() may hold. And a bound: an endpoint
+        that accepts and never answers holds an export for the exporter's timeout.
+        """
         done = threading.Event()
 
-        def flush() -> None:
+        def run() -> None:
             try:
-                self.provider.force_flush()
+                step()
             finally:
                 done.set()
 
-        threading.Thread(target=flush, name=_FLUSH_THREAD, daemon=True).start()
+        threading.Thread(target=run, name=_FLUSH_THREAD, daemon=True).start()
         return done.wait(self.flush_timeout)
 
     def close(self) -> None:
-        """Flush, shut the exporter down and report what was lost. Safe to call twice."""
+        """Flush, shut the exporter down and report what was lost. Safe to call twice.
+
+        Takes at most twice ``flush_timeout``: what is not exported by then counts as lost.
+        """
         with self.lock:  # type: ignore[union-attr]
             if self._closed:
                 return
             self._closed = True
         try:
             if not self._force_flush():
-                # Stuck in retries: stop waiting for them, what is left counts as lost.
+                # Stuck in retries: stop them; what is left counts as lost.
                 self._counts.exporter.shutdown()  # type: ignore[no-untyped-call]
-            self.provider.shutdown()
+            self._wait_for(self.provider.shutdown)
         finally:
             self._report_losses(final=True)
             super().close()
@@ -279,14 +291,15 @@ def _trace_context(record: logging.LogRecord) -> otel_context.Context | None:
     values = record.__dict__
     trace_id, span_id = values.get(TRACE_ID_ATTR), values.get(SPAN_ID_ATTR)
     if isinstance(trace_id, str) and isinstance(span_id, str):
+        flags = values.get(FLAGS_ATTR)
+        if not isinstance(flags, int):
+            flags = trace.TraceFlags.SAMPLED if values.get(_SAMPLED_ATTR) is True else 0
         try:
             span = trace.SpanContext(
                 int(trace_id, 16),
                 int(span_id, 16),
                 is_remote=True,
-                trace_flags=trace.TraceFlags(
-                    trace.TraceFlags.SAMPLED if values.get(SAMPLED_ATTR) else 0
-                ),
+                trace_flags=trace.TraceFlags(flags & 0xFF),
             )
         except ValueError:
             span = trace.INVALID_SPAN_CONTEXT
@@ -348,10 +361,9 @@ class _Counts(LogRecordExporter):
             return self._lost(final)
 
     def _lost(self, final: bool) -> int:
-        lost = self.dropped + self.failed
-        if final:
-            lost += self.accepted - self.handed  # still queued when the exporter stopped
-        return lost
+        if final:  # what was not delivered by now never will be
+            return self.dropped + self.accepted - self.succeeded
+        return self.dropped + self.failed
 
     def unreported(self, *, final: bool) -> bool:
         return self.dropped + self.failed > self.reported or final
@@ -364,12 +376,14 @@ class _Counts(LogRecordExporter):
             if new <= 0:
                 return 0, ""
             self.reported = lost
-            queued = self.accepted - self.handed if final else 0
-            return new, (
+            text = (
                 f"{new} record(s) did not reach the OTLP endpoint {endpoint} "
                 f"({lost} in all: {self.dropped} dropped with the export queue full, "
-                f"{self.failed} in failed exports, {queued} still queued at close)"
+                f"{self.failed} in failed exports"
             )
+            if final:
+                text += f", {lost - self.dropped - self.failed} not exported at close"
+            return new, text + ")"
 
 
 class _Gate(LogRecordProcessor):

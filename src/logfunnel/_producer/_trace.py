@@ -3,13 +3,14 @@
 In one process an OpenTelemetry log handler reads the span that is current
 in the thread that logs. Behind a funnel the sink runs in the collector,
 where that span is not current, so the worker has to send it with the
-record. It does so as three ``extra`` attributes, named as
+record. It does so as three ``extra`` attributes, the ids named as
 ``opentelemetry-instrumentation-logging``'s record factory names them, so a
 ``%(otelTraceID)s`` format means the same in both places:
 
 * ``otelTraceID``: the trace id, 32 hex digits;
 * ``otelSpanID``: the span id, 16 hex digits;
-* ``otelTraceSampled``: whether the trace is sampled (a bool).
+* ``otelTraceFlags``: the W3C trace flags, an int (sampled, random), all of
+  them: the record factory's ``otelTraceSampled`` says only the first.
 
 They are added only to records logged inside a valid span. A worker that
 never imports ``opentelemetry.trace`` pays nothing: the handler tests one
@@ -26,11 +27,11 @@ if TYPE_CHECKING:
     from types import ModuleType
     from typing import Final
 
-__all__ = ["SAMPLED_ATTR", "SPAN_ID_ATTR", "TRACE_ID_ATTR", "trace_adder"]
+__all__ = ["FLAGS_ATTR", "SPAN_ID_ATTR", "TRACE_ID_ATTR", "trace_adder"]
 
 TRACE_ID_ATTR: Final = "otelTraceID"
 SPAN_ID_ATTR: Final = "otelSpanID"
-SAMPLED_ATTR: Final = "otelTraceSampled"
+FLAGS_ATTR: Final = "otelTraceFlags"
 
 
 def trace_adder(trace: ModuleType) -> Callable[[LogRecord], None]:
@@ -42,6 +43,6 @@ def trace_adder(trace: ModuleType) -> Callable[[LogRecord], None]:
         if context.is_valid:
             record.__dict__[TRACE_ID_ATTR] = format(context.trace_id, "032x")
             record.__dict__[SPAN_ID_ATTR] = format(context.span_id, "016x")
-            record.__dict__[SAMPLED_ATTR] = bool(context.trace_flags.sampled)
+            record.__dict__[FLAGS_ATTR] = int(context.trace_flags)
 
     return add_trace
