@@ -21,7 +21,8 @@ SRC = Path(logfunnel.__file__).parent
 ALLOWED = {
     "_protocol": set(),
     "_producer": {"_protocol"},
-    "_sinks": {"_protocol", "_files"},
+    # An OTLP sink among the shortcut sinks is built by the integration.
+    "_sinks": {"_protocol", "_files", "otel"},
     "_collector": {"_protocol", "_sinks"},
     "_files": set(),
     # Reading a log back (demo, benchmark, tests): a leaf, and no worker's.

@@ -276,9 +276,8 @@ class TestCommandLine:
     def test_run_otlp_sends_every_process_of_the_command(self, receiver: ow.Receiver) -> None:
         """``logfunnel run --otlp URL -- CMD`` sends the records of the command's processes."""
         code = (
-            "import logging, multiprocessing as mp, _otel_workers as ow\n"
+            "import multiprocessing as mp, _otel_workers as ow\n"
             "if __name__ == '__main__':\n"
-            "    logging.getLogger().setLevel(logging.INFO)\n"
             "    with mp.get_context('spawn').Pool(1) as pool:\n"
             "        pool.apply(ow.log_many, (5,))\n"
         )
@@ -289,6 +288,8 @@ class TestCommandLine:
                 "-m",
                 "logfunnel",
                 "run",
+                "--level",
+                "INFO",
                 "--otlp",
                 receiver.url,
                 "--",

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from .._files._locked import check_size_rotation
 
@@ -40,8 +41,9 @@ WHEN_VALUES: Final = ("S", "M", "H", "D", "MIDNIGHT", *(f"W{day}" for day in ran
 @dataclass(frozen=True)
 class SinkConfig:
     """Sinks to make: a ``filename`` (rotated by size or time), the ``console``,
-    and/or the root handlers of a dictConfig ``config``; plus the producers'
-    ``overflow`` policy, which the collector hands on in its handshake."""
+    an ``otlp`` endpoint (``logfunnel.otel.OTLPHandler``), and/or the root
+    handlers of a dictConfig ``config``; plus the producers' ``overflow``
+    policy, which the collector hands on in its handshake."""
 
     filename: str | None = None
     console: bool = False
@@ -55,6 +57,7 @@ class SinkConfig:
     datefmt: str | None = None
     config: Mapping[str, Any] | None = None
     overflow: str = "block"
+    otlp: str | None = None
 
     def __post_init__(self) -> None:
         if self.filename is not None:
@@ -80,6 +83,12 @@ class SinkConfig:
         except LookupError:
             raise ValueError(f"unknown encoding {self.encoding!r}") from None
         logging.Formatter(self.fmt, self.datefmt)  # a ValueError names a bad format
+        if self.otlp is not None:
+            parts = urlsplit(self.otlp)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(
+                    f"otlp must be an OTLP/HTTP endpoint, http(s)://host:port, not {self.otlp!r}"
+                )
         if self.config is not None:
             try:
                 json.dumps(self.config)
@@ -91,7 +100,12 @@ class SinkConfig:
     @property
     def has_sinks(self) -> bool:
         """Whether this describes any sink at all."""
-        return self.filename is not None or self.console or self.config is not None
+        return (
+            self.filename is not None
+            or self.console
+            or self.config is not None
+            or self.otlp is not None
+        )
 
     def build(self) -> list[logging.Handler]:
         """The shortcut sinks (file, console), made now; ``config`` is applied by its owner."""
@@ -123,6 +137,8 @@ class SinkConfig:
             stream_sink = logging.StreamHandler(sys.stderr)
             stream_sink.setFormatter(formatter)
             sinks.append(stream_sink)
+        if self.otlp is not None:
+            sinks.append(_otlp_sink(self.otlp))
         return sinks
 
     def to_json(self) -> dict[str, Any]:
@@ -135,3 +151,14 @@ class SinkConfig:
     def from_json(cls, data: Mapping[str, Any]) -> SinkConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in known})
+
+
+def _otlp_sink(endpoint: str) -> logging.Handler:
+    """The OTLP sink; OpenTelemetry is imported only now, and only if asked for."""
+    try:
+        from ..otel import OTLPHandler
+    except ImportError as exc:
+        raise ImportError(
+            f"otlp={endpoint!r} needs OpenTelemetry: pip install 'logfunnel[otel]' ({exc})"
+        ) from exc
+    return OTLPHandler(endpoint)
