@@ -130,6 +130,29 @@ class TestWorkerRecords:
         sink.close()
         assert [r["attributes"]["host.name"] for r in receiver.records] == ["elsewhere"]
 
+    def test_a_workers_record_never_takes_the_collectors_span(self, receiver: ow.Receiver) -> None:
+        """A worker's record logged outside any span has no trace context, even where the
+        sink runs inside a span of the collector's process; one that carries its
+        worker's span keeps that one."""
+        from opentelemetry.sdk.trace import TracerProvider
+
+        from logfunnel._protocol._codec import decode_record, encode_record, make_record
+
+        def received(message: str, **extra: Any) -> logging.LogRecord:
+            sent = logging.LogRecord("otelworker", logging.INFO, __file__, 1, message, None, None)
+            sent.__dict__.update(extra)
+            return make_record(decode_record(encode_record(sent, 0)[5:])[1], "h")
+
+        worker_span = {"otelTraceID": "ab" * 16, "otelSpanID": "cd" * 8, "otelTraceFlags": 1}
+        sink = otlp(receiver.url)
+        tracer = TracerProvider().get_tracer("collector")
+        with tracer.start_as_current_span("collector's own"):
+            sink.handle(received("no span"))
+            sink.handle(received("worker span", **worker_span))
+        sink.close()
+        got = {r["body"]: (r["trace_id"], r["span_id"]) for r in receiver.records}
+        assert got == {"no span": ("", ""), "worker span": ("ab" * 16, "cd" * 8)}
+
 
 class TestOneProcess:
     def test_the_same_record_as_in_one_process(
@@ -167,6 +190,34 @@ class TestOneProcess:
                 assert got[key] == expected[key], key
             assert bool(got["trace_id"]) == bool(expected["trace_id"])
             assert got["resource"].keys() == expected["resource"].keys()
+
+
+class TestOwnLogs:
+    def test_the_exports_own_logs_are_not_exported(self, receiver: ow.Receiver) -> None:
+        """What the export logs about itself (urllib3's connections) reaches the other
+        sinks but is not exported again: exporting it would log again, without end."""
+        records = Records()
+        sink = OTLPHandler(receiver.url, schedule_delay=0.05)
+        with logfunnel.Funnel(handlers=[records, sink]):
+            logging.getLogger("app").info("one")
+            assert receiver.wait_for(1, JOIN_TIMEOUT)
+            logging.getLogger("app").info("two")
+        assert any(r.name.startswith("urllib3") for r in records.records)
+        assert sorted(r["scope"] for r in receiver.records) == ["app", "app"]
+
+    def test_in_one_process_too(self, receiver: ow.Receiver) -> None:
+        """The same holds for the handler on the root logger of one process."""
+        root = logging.getLogger()
+        sink = OTLPHandler(receiver.url, schedule_delay=0.05)
+        root.addHandler(sink)
+        try:
+            logging.getLogger("app").info("one")
+            assert receiver.wait_for(1, JOIN_TIMEOUT)
+            logging.getLogger("app").info("two")
+        finally:
+            root.removeHandler(sink)
+            sink.close()
+        assert sorted(r["scope"] for r in receiver.records) == ["app", "app"]
 
 
 class TestDelivery:
