@@ -250,6 +250,28 @@ class TestDelivery:
         assert len(by_body(receiver.records)) == 50
 
 
+class TestShortcut:
+    @pytest.mark.parametrize("collector", ["thread", "process"])
+    def test_funnel_otlp_sends_every_record(
+        self, start_method: str, collector: str, receiver: ow.Receiver
+    ) -> None:
+        """``Funnel(otlp=URL)`` makes the sink, in the collector process too, and its
+        stop() leaves every record at the endpoint."""
+        with (
+            logfunnel.Funnel(otlp=receiver.url, collector=collector) as funnel,
+            funnel.context(start_method).Pool(1) as pool,
+        ):
+            pid = pool.apply(ow.log_many, (20,))
+        got = by_body([r for r in receiver.records if r["scope"] == "otelworker"])
+        assert got.keys() == {f"record {n}" for n in range(20)}
+        assert {r["attributes"]["process.pid"] for r in got.values()} == {pid}
+
+    def test_a_bad_endpoint_is_refused_at_once(self) -> None:
+        """An endpoint that is not an http(s) URL is a clear error when the funnel is made."""
+        with pytest.raises(ValueError, match="OTLP/HTTP endpoint"):
+            logfunnel.Funnel(otlp="localhost:4318")
+
+
 class Silent:
     """An endpoint that accepts connections and never answers: each export hangs."""
 
