@@ -26,7 +26,15 @@ import logfunnel
 pytest.importorskip("opentelemetry.sdk")
 pytest.importorskip("opentelemetry.proto")
 
-from logfunnel.otel import OTLPHandler
+
+def OTLPHandler(url: str, **options: Any) -> Any:
+    """``logfunnel.otel.OTLPHandler``, imported inside a test: importing OpenTelemetry's
+    logging instrumentation puts a handler on one of its loggers, which the test's
+    logger restoration can only take away if the import happens inside a test."""
+    from logfunnel.otel import OTLPHandler as handler_class
+
+    return handler_class(url, **options)
+
 
 #: The attributes whose values name the process or thread that logged.
 WHO = {"process.pid", "thread.id"}
@@ -39,7 +47,7 @@ def receiver() -> Iterator[ow.Receiver]:
     r.close()
 
 
-def otlp(url: str, **options: Any) -> OTLPHandler:
+def otlp(url: str, **options: Any) -> Any:
     """The sink under test, taking the workers' logger only (not the test's own records)."""
     options.setdefault("schedule_delay", 0.05)
     handler = OTLPHandler(url, **options)
