@@ -4,8 +4,9 @@ In one process an OpenTelemetry log handler reads the span that is current
 in the thread that logs. Behind a funnel the sink runs in the collector,
 where that span is not current, so the worker has to send it with the
 record. It does so as three ``extra`` attributes, the ids named as
-``opentelemetry-instrumentation-logging``'s record factory names them, so a
-``%(otelTraceID)s`` format means the same in both places:
+``opentelemetry-instrumentation-logging``'s record factory names them (a
+worker running that instrumentation sends the same ids under the same
+names, and sinks that show extras show them):
 
 * ``otelTraceID``: the trace id, 32 hex digits;
 * ``otelSpanID``: the span id, 16 hex digits;
