@@ -96,7 +96,9 @@ class OTLPHandler(LoggingHandler):
     (seconds) are the batch processor's. ``exporter`` replaces the OTLP/HTTP
     exporter (then ``endpoint``, ``headers`` and ``timeout`` are unused).
     ``code_attributes`` adds ``code.file.path``, ``code.function.name`` and
-    ``code.line.number``.
+    ``code.line.number``. ``flush_timeout`` bounds how long ``flush()`` waits,
+    and ``close()`` twice that: an endpoint that never answers cannot hold a
+    funnel's ``stop()`` for longer.
     """
 
     def __init__(
