@@ -388,6 +388,31 @@ class TestCommandLine:
         got = {r["body"] for r in receiver.records if r["scope"] == "otelworker"}
         assert got == {f"record {n}" for n in range(5)}
 
+    def test_without_opentelemetry_the_option_is_a_usage_error(self) -> None:
+        """Where the otel extra is not installed, ``--otlp`` is a clear usage error
+        (exit status 2) that names it, before anything runs."""
+        code = (
+            "import sys\n"
+            "class Missing:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.startswith('opentelemetry.instrumentation'):\n"
+            "            raise ModuleNotFoundError(name)\n"
+            "sys.meta_path.insert(0, Missing())\n"
+            "from logfunnel._cli import main\n"
+            "sys.exit(main(['run', '--otlp', 'http://127.0.0.1:4318', '--', "
+            "sys.executable, '-c', 'print(\"ran\")']))\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=JOIN_TIMEOUT,
+        )
+        assert done.returncode == 2
+        assert "pip install 'logfunnel[otel]'" in done.stderr
+        assert "ran" not in done.stdout
+
 
 def test_importing_logfunnel_does_not_import_opentelemetry() -> None:
     """The integration costs nothing to those who do not use it."""

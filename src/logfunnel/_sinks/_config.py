@@ -89,6 +89,11 @@ class SinkConfig:
                 raise ValueError(
                     f"otlp must be an OTLP/HTTP endpoint, http(s)://host:port, not {self.otlp!r}"
                 )
+            missing = _missing(_OTEL_MODULES)
+            if missing:
+                raise ValueError(
+                    f"otlp needs OpenTelemetry: pip install 'logfunnel[otel]' (no {missing})"
+                )
         if self.config is not None:
             try:
                 json.dumps(self.config)
@@ -153,12 +158,29 @@ class SinkConfig:
         return cls(**{key: value for key, value in data.items() if key in known})
 
 
+#: What ``logfunnel.otel`` imports, one module of each package of the ``otel`` extra.
+_OTEL_MODULES: Final = (
+    "opentelemetry.sdk",
+    "opentelemetry.exporter.otlp.proto.http",
+    "opentelemetry.instrumentation.logging",
+)
+
+
+def _missing(modules: tuple[str, ...]) -> str | None:
+    """The first of ``modules`` that cannot be imported here, without importing it."""
+    from importlib.util import find_spec
+
+    for name in modules:
+        try:
+            if find_spec(name) is None:
+                return name
+        except ImportError:  # a parent package is missing
+            return name
+    return None
+
+
 def _otlp_sink(endpoint: str) -> logging.Handler:
     """The OTLP sink; OpenTelemetry is imported only now, and only if asked for."""
-    try:
-        from ..otel import OTLPHandler
-    except ImportError as exc:
-        raise ImportError(
-            f"otlp={endpoint!r} needs OpenTelemetry: pip install 'logfunnel[otel]' ({exc})"
-        ) from exc
+    from ..otel import OTLPHandler
+
     return OTLPHandler(endpoint)
