@@ -275,9 +275,12 @@ class TestShortcut:
         assert {r["attributes"]["process.pid"] for r in got.values()} == {pid}
 
     def test_a_bad_endpoint_is_refused_at_once(self) -> None:
-        """An endpoint that is not an http(s) URL is a clear error when the funnel is made."""
+        """An endpoint that is not an http(s) URL is a clear error when the funnel or the
+        handler is made."""
         with pytest.raises(ValueError, match="OTLP/HTTP endpoint"):
             logfunnel.Funnel(otlp="localhost:4318")
+        with pytest.raises(ValueError, match="OTLP/HTTP endpoint"):
+            OTLPHandler("localhost:4318")
 
 
 class Silent:

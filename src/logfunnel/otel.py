@@ -62,6 +62,7 @@ from opentelemetry.sdk.resources import Resource
 
 from ._producer._trace import FLAGS_ATTR, SPAN_ID_ATTR, TRACE_ID_ATTR
 from ._protocol._codec import ReceivedRecord, record_host
+from ._sinks._config import check_otlp_endpoint
 from ._sinks._guard import LINES_ATTR
 
 __all__ = ["ExportLoss", "OTLPHandler"]
@@ -264,10 +265,8 @@ def _logs_url(endpoint: str | None) -> str | None:
     """``endpoint`` with the logs path if it has no path of its own."""
     if endpoint is None:
         return None
-    parts = urlsplit(endpoint)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"an OTLP/HTTP endpoint is an http:// or https:// URL, not {endpoint!r}")
-    if parts.path in ("", "/"):
+    check_otlp_endpoint(endpoint)
+    if urlsplit(endpoint).path in ("", "/"):
         return endpoint.rstrip("/") + LOGS_PATH
     return endpoint
 

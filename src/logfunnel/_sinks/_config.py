@@ -24,7 +24,13 @@ from urllib.parse import urlsplit
 
 from .._files._locked import check_size_rotation
 
-__all__ = ["DEFAULT_FORMAT", "OVERFLOW_POLICIES", "WHEN_VALUES", "SinkConfig"]
+__all__ = [
+    "DEFAULT_FORMAT",
+    "OVERFLOW_POLICIES",
+    "WHEN_VALUES",
+    "SinkConfig",
+    "check_otlp_endpoint",
+]
 
 #: The line format of the shortcut sinks: who, when, what.
 DEFAULT_FORMAT: Final = (
@@ -84,11 +90,7 @@ class SinkConfig:
             raise ValueError(f"unknown encoding {self.encoding!r}") from None
         logging.Formatter(self.fmt, self.datefmt)  # a ValueError names a bad format
         if self.otlp is not None:
-            parts = urlsplit(self.otlp)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise ValueError(
-                    f"otlp must be an OTLP/HTTP endpoint, http(s)://host:port, not {self.otlp!r}"
-                )
+            check_otlp_endpoint(self.otlp)
             missing = _missing(_OTEL_MODULES)
             if missing:
                 raise ValueError(
@@ -156,6 +158,15 @@ class SinkConfig:
     def from_json(cls, data: Mapping[str, Any]) -> SinkConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in known})
+
+
+def check_otlp_endpoint(endpoint: str) -> None:
+    """Raise ValueError unless ``endpoint`` is an http(s) URL with a host."""
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(
+            f"an OTLP/HTTP endpoint is an http:// or https:// URL with a host, not {endpoint!r}"
+        )
 
 
 #: What ``logfunnel.otel`` imports, one module of each package of the ``otel`` extra.
