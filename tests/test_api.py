@@ -59,7 +59,8 @@ class TestWhatWorkersImport:
         for name in logfunnel.__all__:
             assert getattr(logfunnel, name) is not None
         public = {n for n in dir(logfunnel) if not n.startswith("_")}
-        assert public <= set(logfunnel.__all__)
+        # Integrations are public modules, imported on demand (each an extra), not names.
+        assert public - {"otel"} <= set(logfunnel.__all__)
 
 
 class TestTheHotPath:

@@ -21,7 +21,8 @@ SRC = Path(logfunnel.__file__).parent
 ALLOWED = {
     "_protocol": set(),
     "_producer": {"_protocol"},
-    "_sinks": {"_protocol", "_files"},
+    # An OTLP sink among the shortcut sinks is built by the integration.
+    "_sinks": {"_protocol", "_files", "otel"},
     "_collector": {"_protocol", "_sinks"},
     "_files": set(),
     # Reading a log back (demo, benchmark, tests): a leaf, and no worker's.
@@ -32,6 +33,8 @@ ALLOWED = {
     # What a running funnel exports for its children, and where they pick it up.
     "_inherit": {"_producer", "_protocol"},
     "_bootstrap": {"_producer"},
+    # Integrations (an optional extra each): a sink reads what the producer sent.
+    "otel": {"_producer", "_protocol", "_sinks"},
 }
 
 

@@ -37,8 +37,10 @@ class Funnel:
     * ``handlers=[...]``: any ``logging.Handler`` objects, each with its own
       formatter, level and filters, exactly as in one process;
     * ``filename`` (with ``max_bytes``/``backups`` for size rotation, or
-      ``when``/``interval`` for time rotation) and/or ``console=True``;
-    * neither: the root logger's current handlers, so ``logging.basicConfig``
+      ``when``/``interval`` for time rotation), ``console=True`` and/or
+      ``otlp="http://host:4318"`` (an OpenTelemetry OTLP/HTTP endpoint, through
+      ``logfunnel.otel.OTLPHandler``; needs the ``otel`` extra);
+    * none of these: the root logger's current handlers, so ``logging.basicConfig``
       or ``dictConfig`` followed by ``Funnel()`` just works.
 
     While it runs, this process is attached too, so its own records join the
@@ -133,6 +135,7 @@ class Funnel:
         inherit: bool = True,
         final: bool = True,
         mirror_loggers: bool = True,
+        otlp: str | None = None,
     ) -> None:
         if collector not in ("thread", "process"):
             raise ValueError(f"collector must be 'thread' or 'process', not {collector!r}")
@@ -150,6 +153,7 @@ class Funnel:
             datefmt=datefmt,
             config=config,
             overflow=overflow,
+            otlp=otlp,
         )
         self._in_process = collector == "process"
         self._owned: list[logging.Handler] = []
@@ -172,7 +176,7 @@ class Funnel:
                     "handler that exists when it runs; put them in the config instead"
                 )
             sinks = []  # made by start(): the config's root handlers, then the shortcuts
-        elif handlers is None and filename is None and not console:
+        elif handlers is None and not self.sink_config.has_sinks:
             sinks = list(logging.getLogger().handlers) or [_last_resort()]
         else:
             sinks = list(handlers or ())

@@ -37,6 +37,7 @@ FLAGS: Final = {
     "datefmt": "--datefmt",
     "config": "--config",
     "overflow": "--overflow",
+    "otlp": "--otlp",
 }
 
 _DEFAULTS: Final = {f.name: f.default for f in fields(SinkConfig)}
@@ -120,6 +121,12 @@ def add_sink_arguments(parser: argparse.ArgumentParser) -> None:
         choices=OVERFLOW_POLICIES,
         help="when the collector is behind, producers wait (block, the default) or drop "
         "records and count them",
+    )
+    group.add_argument(
+        FLAGS["otlp"],
+        metavar="URL",
+        help="also send every record to this OpenTelemetry OTLP/HTTP endpoint "
+        "(http://host:4318; needs logfunnel[otel])",
     )
     group.add_argument(
         "--level",

@@ -774,14 +774,14 @@ class Collector:
     def _record(self, conn: _Connection, body: bytes) -> None:
         seq, attrs = decode_record(body)
         if self._sequence(conn, seq):
-            self.plan.handle(make_record(attrs))
+            self.plan.handle(make_record(attrs, _host(conn)))
 
     def _text(self, conn: _Connection, body: bytes) -> None:
         """A record the producer formatted: text sinks get its lines, others the record."""
         levelno, seq, texts, structured = decode_text(body, len(self.plan.formats))
         record = None
         if structured:
-            record = make_record(decode_record(structured)[1])
+            record = make_record(decode_record(structured)[1], _host(conn))
         elif self.plan.structured:
             raise FrameError("a sink needs the structured record and the producer sent none")
         if self._sequence(conn, seq):
@@ -864,6 +864,12 @@ class Collector:
         if skip is not None:
             skip_marker(record, skip)
         self.handle(record)
+
+
+def _host(conn: _Connection) -> str | None:
+    """The host of ``conn``'s producer, as its hello said."""
+    identity = conn.identity
+    return None if identity is None else identity[0]
 
 
 def _after_fork_in_child() -> None:

@@ -42,6 +42,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
     from collections.abc import Callable
+    from types import ModuleType
     from typing import Any, Final
 
     from .._protocol._acks import AckReader
@@ -56,6 +57,10 @@ _process_start = time.time()
 _RETRY_INTERVAL: Final = 1.0
 
 _live_handlers: weakref.WeakSet[FunnelHandler] = weakref.WeakSet()
+# Puts the current span's ids on a record (see _trace): None until this process
+# imports opentelemetry.trace, so a worker without OpenTelemetry pays one test.
+_add_trace: Callable[[LogRecord], None] | None = None
+_trace_watched = False
 # Numbers the handlers' record streams within this process (see the hello).
 _streams = itertools.count(1)
 
@@ -113,6 +118,8 @@ class FunnelHandler(Handler):
         level: int = 0,
     ) -> None:
         super().__init__(level)
+        if not _trace_watched:
+            _watch_trace()
         text = address or os.environ.get(ENV_ADDRESS)
         if not text:
             raise ValueError(
@@ -592,6 +599,8 @@ class FunnelHandler(Handler):
             if "\n" not in text and "\0" not in text and len(text) <= _LINE_CHARS:
                 return (text + "\n").encode("utf-8", "backslashreplace")
             return b"\0" + encode_text(record.levelno, self._seq, [text + "\n"])
+        if _add_trace is not None:
+            _add_trace(record)
         formatters = self._formatters
         if not formatters:
             return encode_record(record, self._seq)
@@ -711,6 +720,22 @@ class FunnelHandler(Handler):
 
 class _CollectorStopped(ConnectionError):
     """The collector said bye: it stopped for good, nothing more will be acknowledged."""
+
+
+def _watch_trace() -> None:
+    """Once per process: send the worker's span with its records once it imports the API."""
+    global _trace_watched
+    _trace_watched = True
+    from ._imports import when_imported
+
+    when_imported("opentelemetry.trace", _trace_imported)
+
+
+def _trace_imported(module: ModuleType) -> None:
+    global _add_trace
+    from ._trace import trace_adder
+
+    _add_trace = trace_adder(module)
 
 
 def _in_collector(record: LogRecord) -> bool:

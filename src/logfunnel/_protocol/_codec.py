@@ -79,6 +79,7 @@ __all__ = [
     "json_value",
     "make_record",
     "record_body",
+    "record_host",
     "safe_message",
     "safe_repr",
     "safe_str",
@@ -646,10 +647,13 @@ class ReceivedRecord(logging.LogRecord):
     replaces either gets the stdlib's merge of the new ones.
     """
 
-    __slots__ = ("_logfunnel_args", "_logfunnel_message", "_logfunnel_msg")
+    __slots__ = ("_logfunnel_args", "_logfunnel_host", "_logfunnel_message", "_logfunnel_msg")
     _logfunnel_message: str
     _logfunnel_msg: object
     _logfunnel_args: object
+    # The producer's host (from its hello), for sinks that name it (see ``record_host``).
+    # A slot, not an attribute: an ``extra`` named ``host`` stays the user's.
+    _logfunnel_host: str
 
     def getMessage(self) -> str:
         try:
@@ -674,17 +678,24 @@ class ReceivedRecord(logging.LogRecord):
         return (logging.makeLogRecord, (state,))
 
 
-def make_record(attrs: dict[str, Any]) -> logging.LogRecord:
-    """The collector-side record for ``decode_record``'s attributes."""
+def make_record(attrs: dict[str, Any], host: str | None = None) -> logging.LogRecord:
+    """The collector-side record for ``decode_record``'s attributes, made on ``host``."""
     # LogRecord.__init__ would recompute what the producer already sent.
     record = _new_record(ReceivedRecord)
     message = attrs.pop(MERGED, None)
     record.__dict__.update(attrs)
+    if host is not None:
+        record._logfunnel_host = host
     if isinstance(message, str):
         record._logfunnel_message = message
         record._logfunnel_msg = record.msg
         record._logfunnel_args = record.args
     return record
+
+
+def record_host(record: logging.LogRecord) -> str | None:
+    """The host that made ``record``, if it came from a producer; None if it was made here."""
+    return getattr(record, "_logfunnel_host", None) if type(record) is ReceivedRecord else None
 
 
 def encode_json(kind: int, value: dict[str, Any]) -> bytes:

@@ -20,10 +20,17 @@ import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from .._files._locked import check_size_rotation
 
-__all__ = ["DEFAULT_FORMAT", "OVERFLOW_POLICIES", "WHEN_VALUES", "SinkConfig"]
+__all__ = [
+    "DEFAULT_FORMAT",
+    "OVERFLOW_POLICIES",
+    "WHEN_VALUES",
+    "SinkConfig",
+    "check_otlp_endpoint",
+]
 
 #: The line format of the shortcut sinks: who, when, what.
 DEFAULT_FORMAT: Final = (
@@ -40,8 +47,9 @@ WHEN_VALUES: Final = ("S", "M", "H", "D", "MIDNIGHT", *(f"W{day}" for day in ran
 @dataclass(frozen=True)
 class SinkConfig:
     """Sinks to make: a ``filename`` (rotated by size or time), the ``console``,
-    and/or the root handlers of a dictConfig ``config``; plus the producers'
-    ``overflow`` policy, which the collector hands on in its handshake."""
+    an ``otlp`` endpoint (``logfunnel.otel.OTLPHandler``), and/or the root
+    handlers of a dictConfig ``config``; plus the producers' ``overflow``
+    policy, which the collector hands on in its handshake."""
 
     filename: str | None = None
     console: bool = False
@@ -55,6 +63,7 @@ class SinkConfig:
     datefmt: str | None = None
     config: Mapping[str, Any] | None = None
     overflow: str = "block"
+    otlp: str | None = None
 
     def __post_init__(self) -> None:
         if self.filename is not None:
@@ -80,6 +89,13 @@ class SinkConfig:
         except LookupError:
             raise ValueError(f"unknown encoding {self.encoding!r}") from None
         logging.Formatter(self.fmt, self.datefmt)  # a ValueError names a bad format
+        if self.otlp is not None:
+            check_otlp_endpoint(self.otlp)
+            missing = _missing(_OTEL_MODULES)
+            if missing:
+                raise ValueError(
+                    f"otlp needs OpenTelemetry: pip install 'logfunnel[otel]' (no {missing})"
+                )
         if self.config is not None:
             try:
                 json.dumps(self.config)
@@ -91,7 +107,12 @@ class SinkConfig:
     @property
     def has_sinks(self) -> bool:
         """Whether this describes any sink at all."""
-        return self.filename is not None or self.console or self.config is not None
+        return (
+            self.filename is not None
+            or self.console
+            or self.config is not None
+            or self.otlp is not None
+        )
 
     def build(self) -> list[logging.Handler]:
         """The shortcut sinks (file, console), made now; ``config`` is applied by its owner."""
@@ -123,6 +144,8 @@ class SinkConfig:
             stream_sink = logging.StreamHandler(sys.stderr)
             stream_sink.setFormatter(formatter)
             sinks.append(stream_sink)
+        if self.otlp is not None:
+            sinks.append(_otlp_sink(self.otlp))
         return sinks
 
     def to_json(self) -> dict[str, Any]:
@@ -135,3 +158,40 @@ class SinkConfig:
     def from_json(cls, data: Mapping[str, Any]) -> SinkConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in known})
+
+
+def check_otlp_endpoint(endpoint: str) -> None:
+    """Raise ValueError unless ``endpoint`` is an http(s) URL with a host."""
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(
+            f"an OTLP/HTTP endpoint is an http:// or https:// URL with a host, not {endpoint!r}"
+        )
+
+
+#: What ``logfunnel.otel`` imports, one module of each package of the ``otel`` extra.
+_OTEL_MODULES: Final = (
+    "opentelemetry.sdk",
+    "opentelemetry.exporter.otlp.proto.http",
+    "opentelemetry.instrumentation.logging",
+)
+
+
+def _missing(modules: tuple[str, ...]) -> str | None:
+    """The first of ``modules`` that cannot be imported here, without importing it."""
+    from importlib.util import find_spec
+
+    for name in modules:
+        try:
+            if find_spec(name) is None:
+                return name
+        except ImportError:  # a parent package is missing
+            return name
+    return None
+
+
+def _otlp_sink(endpoint: str) -> logging.Handler:
+    """The OTLP sink; OpenTelemetry is imported only now, and only if asked for."""
+    from ..otel import OTLPHandler
+
+    return OTLPHandler(endpoint)
