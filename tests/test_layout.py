@@ -32,6 +32,8 @@ ALLOWED = {
     # What a running funnel exports for its children, and where they pick it up.
     "_inherit": {"_producer", "_protocol"},
     "_bootstrap": {"_producer"},
+    # Integrations: they run in workers, so they attach as any producer does.
+    "dask": {"_producer", "_protocol"},
 }
 
 
