@@ -7,7 +7,10 @@ cluster serves every run; runs are interleaved (repeat 1 of every way, then
 repeat 2, ...). Each run:
 
 * sets its way up: ``attach_workers`` to a ``Funnel`` in this process (over a
-  Unix socket, or loopback TCP with acknowledgements), or ``forward_logging``
+  Unix socket, or loopback TCP with acknowledgements; ``-noroutes``: a Unix
+  socket, the funnel started while the handlers distributed puts on its own
+  loggers are set aside, so that producers send finished lines instead of
+  frames), or ``forward_logging``
   with the workers' root logger set to INFO (without it, workers drop INFO
   records: their level is not the client's, dask#2592);
 * submits one task per worker and thread, each logging ``records`` INFO records
@@ -39,7 +42,7 @@ from typing import Any, Final
 
 __all__ = ["dask_lines", "measure_dask"]
 
-WAYS: Final = ["logfunnel-dask", "logfunnel-dask-tcp", "forward_logging"]
+WAYS: Final = ["logfunnel-dask", "logfunnel-dask-tcp", "logfunnel-dask-noroutes", "forward_logging"]
 
 #: How long the output may stand still before missing records count as lost.
 _QUIET: Final = 5.0
@@ -88,6 +91,16 @@ def worker_level(level: int) -> int:
     before = root.level
     root.setLevel(level)
     return before
+
+
+def _handlers_aside() -> dict[logging.Logger, list[logging.Handler]]:
+    """Take the handlers off every named logger; what they were."""
+    aside = {}
+    for logger in list(logging.Logger.manager.loggerDict.values()):
+        if isinstance(logger, logging.Logger) and logger.handlers:
+            aside[logger] = logger.handlers[:]
+            logger.handlers.clear()
+    return aside
 
 
 def _cpu(pid: int) -> float:
@@ -169,7 +182,12 @@ def _one_run(
         funnel = logfunnel.Funnel(
             handlers=[sink], level="INFO", inherit=False, attach_main=False, listen=listen
         )
+        # distributed puts stderr handlers on its loggers at import: to the funnel they are
+        # routes, which turn line mode off. -noroutes sets them aside while it starts.
+        aside = _handlers_aside() if way.endswith("noroutes") else {}
         funnel.start()
+        for logger, handlers in aside.items():
+            logger.handlers[:] = handlers
         logfunnel.dask.attach_workers(client, funnel)
     worker_pids = list(client.run(os.getpid).values())
     cpu = {
@@ -303,12 +321,12 @@ def dask_lines(result: dict[str, Any]) -> list[str]:
         f"Dask: {result['workers']} workers (nannies, spawn) x {result['records']:,} records of "
         f"{result['size']} B, one task per worker; medians of {result['repeat']} "
         "interleaved runs, the worst loss",
-        f"{'way':<20} {'records/s':>10} {'lost':>7} {'dup':>4} {'reord':>5} "
+        f"{'way':<24} {'records/s':>10} {'lost':>7} {'dup':>4} {'reord':>5} "
         f"{'sched CPU s':>11} {'sched µs/rec':>12} {'workers µs/rec':>14} {'client µs/rec':>13}",
     ]
     for row in result["rows"]:
         lines.append(
-            f"{row['way']:<20} {row['records_per_s']:>10,.0f} {row['lost']:>7} "
+            f"{row['way']:<24} {row['records_per_s']:>10,.0f} {row['lost']:>7} "
             f"{row['duplicated']:>4} {row['reordered']:>5} {row['scheduler_cpu_s']:>11.2f} "
             f"{row['scheduler_us_per_record']:>12.1f} {row['workers_us_per_record']:>14.1f} "
             f"{row['client_us_per_record']:>13.1f}"
