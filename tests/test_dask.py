@@ -205,6 +205,22 @@ class TestEveryWorker:
         assert {pid for _, pid in results} == pids
         assert set(_runs(sink)[1]) == pids
 
+    @pytest.mark.stress
+    @pytest.mark.parametrize("transport", TRANSPORTS)
+    def test_many_records_arrive_once_in_each_workers_order(
+        self, client: Any, transport: str
+    ) -> None:
+        """16 tasks of 5,000 records each, four at a time: every record once, in order."""
+        sink = Records()
+        workers = _workers(client)
+        with _funnel(transport, sink) as funnel:
+            attach_workers(client, funnel)
+            futures = [_submit(client, workers[i % 2], i, 5000) for i in range(16)]
+            results = _results(client, futures)
+            detach_workers(client)
+        _check_runs(sink, dict(enumerate(results)), 5000)
+        assert len(_runs(sink)[0]) == 16
+
     def test_a_worker_added_by_scaling_attaches(
         self, spawn_cluster: tuple[Any, Any], client: Any
     ) -> None:
