@@ -15,15 +15,16 @@ repeat 2, ...). Each run:
   records: their level is not the client's, dask#2592);
 * submits one task per worker and thread, each logging ``records`` INFO records
   into logger ``bench`` (on one thread per worker), and waits for them;
-* waits until the output has every record, or has not grown for a few
-  seconds (then what is missing counts as lost), and stops the clock at the
-  last record written;
+* stops the clock when the output has every record: for logfunnel when
+  ``Funnel.stop()`` has written all that was sent (the tasks sent every
+  record before they returned), for forward_logging at the last record the
+  sink got, or once none came for a few seconds (what is missing is lost);
 * reads the output back: lost, duplicated and reordered records (per task);
 * takes the CPU of the scheduler's process, of the workers' and of this one
   (the client, and logfunnel's collector) over the run.
 
-The sink is the same ``FileHandler`` for both ways, with logfunnel's default
-format; in this process the client's records are formatted and written.
+The sink is the same plain ``FileHandler`` for every way, with logfunnel's
+default format, written in this process.
 """
 
 from __future__ import annotations
@@ -49,31 +50,40 @@ _QUIET: Final = 5.0
 _LINE: Final = re.compile(r"\[dask r=(\d+) t=(\d+) s=(\d+)\]")
 
 
-class _CountingFile(logging.FileHandler):
-    """A FileHandler that counts what it wrote and when, to stop the clock on."""
+class _Counter(logging.Filter):
+    """Counts what a sink accepts and when, to stop forward_logging's clock on.
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path, encoding="utf-8")
-        from logfunnel import DEFAULT_FORMAT
+    logfunnel's sink gets no filter: a plain ``FileHandler`` lets its producers
+    send finished lines (a filter would make the collector format every record).
+    """
 
-        self.setFormatter(logging.Formatter(DEFAULT_FORMAT))
-        self.written = 0
+    def __init__(self) -> None:
+        super().__init__()
+        self.accepted = 0
         self.last = time.perf_counter()
         self.changed = threading.Condition()
 
-    def emit(self, record: logging.LogRecord) -> None:
-        super().emit(record)
+    def filter(self, record: logging.LogRecord) -> bool:
         with self.changed:
-            self.written += 1
+            self.accepted += 1
             self.last = time.perf_counter()
             self.changed.notify_all()
+        return True
 
     def wait_for(self, count: int) -> None:
-        """Until ``count`` records are written, or none came for ``_QUIET`` seconds."""
+        """Until ``count`` records came, or none came for ``_QUIET`` seconds."""
         with self.changed:
-            while self.written < count:
+            while self.accepted < count:
                 if not self.changed.wait(_QUIET):  # each record notifies: none came
                     return
+
+
+def _sink(path: Path) -> logging.FileHandler:
+    from logfunnel import DEFAULT_FORMAT
+
+    sink = logging.FileHandler(path, encoding="utf-8")
+    sink.setFormatter(logging.Formatter(DEFAULT_FORMAT))
+    return sink
 
 
 def bench_task(run: int, task: int, records: int, size: int) -> int:
@@ -167,13 +177,15 @@ def _one_run(
     import logfunnel.dask
 
     output = where / f"{way}-{run}.log"
-    sink = _CountingFile(output)
+    sink = _sink(output)
     total = workers * records
     root = logging.getLogger()
     funnel: logfunnel.Funnel | None = None
+    counter = _Counter()
     if way == "forward_logging":
         root_level = root.level
         root.setLevel(logging.INFO)
+        sink.addFilter(counter)
         root.addHandler(sink)
         levels = client.run(worker_level, logging.INFO)
         client.forward_logging()
@@ -190,6 +202,7 @@ def _one_run(
             logger.handlers[:] = handlers
         logfunnel.dask.attach_workers(client, funnel)
     worker_pids = list(client.run(os.getpid).values())
+    addresses = sorted(client.scheduler_info(n_workers=-1)["workers"])
     cpu = {
         "scheduler": _cpu(scheduler_pid),
         "workers": sum(_cpu(pid) for pid in worker_pids),
@@ -198,11 +211,16 @@ def _one_run(
     started = time.perf_counter()
     futures = [
         client.submit(bench_task, run, task, records, size, workers=[address], pure=False)
-        for task, address in enumerate(sorted(client.scheduler_info(n_workers=-1)["workers"]))
+        for task, address in enumerate(addresses)
     ]
     client.gather(futures)
-    sink.wait_for(total)
-    seconds = sink.last - started
+    if funnel is None:
+        counter.wait_for(total)
+        seconds = counter.last - started
+    else:
+        # Everything the tasks logged was sent before they returned: stop() writes it all.
+        funnel.stop()
+        seconds = time.perf_counter() - started
     cpu = {
         "scheduler": _cpu(scheduler_pid) - cpu["scheduler"],
         "workers": sum(_cpu(pid) for pid in worker_pids) - cpu["workers"],
@@ -216,7 +234,6 @@ def _one_run(
             client.run(worker_level, level, workers=[address])
     else:
         logfunnel.dask.detach_workers(client)
-        funnel.stop()
     sink.close()
     return {"seconds": seconds, "cpu_s": cpu, **_read_back(output, run, workers, records)}
 
