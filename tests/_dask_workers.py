@@ -79,3 +79,9 @@ def attach_here(address: str) -> None:
     import logfunnel
 
     logfunnel.attach(address)
+
+
+def log_warning(tag: str) -> int:
+    """One WARNING record (what a worker's default root level lets through); the pid."""
+    log.warning("%s warns", tag)
+    return os.getpid()

@@ -385,6 +385,33 @@ class TestAddress:
             "FunnelHandler" not in names for _, names in client.run(tasks.root_state).values()
         )
 
+    def test_a_worker_that_joins_later_and_cannot_reach_the_collector_logs_on_stderr(
+        self,
+        spawn_cluster: tuple[Any, Any],
+        client: Any,
+        capfd: pytest.CaptureFixture[str],
+    ) -> None:
+        """A worker added after the collector went away says in one line that it could not
+        attach, and its records go to its stderr instead of being lost (those its own levels
+        let through: the funnel's levels never reached it)."""
+        cluster, _ = spawn_cluster
+        before = _workers(client)
+        with _funnel("unix", Records()) as funnel:
+            attach_workers(client, funnel)
+        try:
+            cluster.scale(3)
+            client.wait_for_workers(3, timeout=JOIN_TIMEOUT)
+            (added,) = set(_workers(client)) - set(before)
+            future = client.submit(tasks.log_warning, "late", workers=[added], pure=False)
+            (pid,) = _results(client, [future])
+            detach_workers(client)
+        finally:
+            cluster.scale(2)
+            _wait_until(lambda: len(_workers(client)) == 2, "the cluster is back to two workers")
+        err = capfd.readouterr().err
+        assert f"logfunnel: pid {pid} could not attach" in err
+        assert f"[{pid}] WARNING worker: late warns [logfunnel: collector unreachable]" in err
+
     def test_the_key_travels_in_the_plugin_unless_told_not_to(
         self, client: Any, monkeypatch: pytest.MonkeyPatch
     ) -> None:
