@@ -22,6 +22,13 @@ it, and to every worker. On a network that is not trusted, use Dask's TLS
 (``tls://`` and ``distributed.comm.tls``), or ``send_key=False`` with
 ``LOGFUNNEL_KEY`` set in the workers' environment.
 
+A worker that starts runs no task before its plugins are set up (it handles
+the scheduler's messages only after that), so a new worker's first task is
+already attached. A worker killed with SIGKILL loses nothing its logging
+calls returned from: over a Unix socket those records are in the kernel, and
+over TCP the collector writes what was sent and acknowledges it (only a
+worker that dies while its link is down too loses what was not acknowledged).
+
 Only this module imports ``distributed``; ``import logfunnel`` never does.
 """
 
