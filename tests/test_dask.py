@@ -12,6 +12,7 @@ plugin, not by the startup hook. fork and forkserver workers run under
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import shutil
@@ -26,17 +27,55 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import _dask_workers as tasks
 import pytest
+from _support import FORCED_TCP, JOIN_TIMEOUT, Records
 
-distributed = pytest.importorskip("distributed")
+import logfunnel
 
-import _dask_workers as tasks  # noqa: E402
-import dask  # noqa: E402
-from _support import FORCED_TCP, JOIN_TIMEOUT, Records  # noqa: E402
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("distributed") is None, reason="needs distributed"
+)
 
-import logfunnel  # noqa: E402
-import logfunnel.dask  # noqa: E402
-from logfunnel.dask import PLUGIN_NAME, attach_workers, detach_workers  # noqa: E402
+# Imported by _imported_here, not at collection: importing distributed puts stderr
+# handlers on its loggers, and a funnel takes loggers with handlers for routes, which
+# turn line mode off. Present through the whole suite, they would change what every
+# other test file tests.
+distributed: Any = None
+dask: Any = None
+attach_workers: Any = None
+detach_workers: Any = None
+PLUGIN_NAME = "logfunnel"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _imported_here() -> Iterator[None]:
+    """Import distributed for this module only; its loggers' handlers go with it."""
+    global distributed, dask, attach_workers, detach_workers
+    before = {
+        logger: (logger.handlers[:], logger.level, logger.propagate, logger.disabled)
+        for logger in logging.Logger.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger)
+    }
+    import dask as dask_module
+    import distributed as distributed_module
+
+    import logfunnel.dask
+
+    distributed, dask = distributed_module, dask_module
+    attach_workers, detach_workers = logfunnel.dask.attach_workers, logfunnel.dask.detach_workers
+    assert logfunnel.dask.PLUGIN_NAME == PLUGIN_NAME
+    yield
+    for logger in list(logging.Logger.manager.loggerDict.values()):
+        if isinstance(logger, logging.Logger):
+            handlers, level, propagate, disabled = before.get(
+                logger, ([], logging.NOTSET, True, False)
+            )
+            logger.handlers[:] = handlers
+            logger.setLevel(level)
+            logger.propagate = propagate
+            logger.disabled = disabled
+
 
 TRANSPORTS = ["tcp"] if FORCED_TCP else ["unix", "tcp"]
 
