@@ -85,3 +85,12 @@ def log_warning(tag: str) -> int:
     """One WARNING record (what a worker's default root level lets through); the pid."""
     log.warning("%s warns", tag)
     return os.getpid()
+
+
+def sends_lines() -> bool:
+    """Whether this worker's funnel handler sends finished lines (not frames)."""
+    import logfunnel
+
+    handler = logfunnel.attached()
+    assert handler is not None
+    return handler.config.get("lines") is not None

@@ -25,11 +25,12 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import _dask_workers as tasks
 import pytest
-from _support import FORCED_TCP, JOIN_TIMEOUT, Records
+from _support import FORCED_TCP, JOIN_TIMEOUT, FileRecords, Records
 
 import logfunnel
 
@@ -243,6 +244,44 @@ class TestEveryWorker:
         pids = set(client.run(os.getpid).values())
         assert {pid for _, pid in results} == pids
         assert set(_runs(sink)[1]) == pids
+
+    def test_workers_send_lines_when_distributeds_handlers_are_set_aside(
+        self, client: Any, tmp_path: Path
+    ) -> None:
+        """The handlers distributed puts on its loggers make a funnel started here send
+        frames; set aside while it starts (the README's recipe), workers send finished
+        lines, and every record reaches the file once and in order."""
+        with _funnel("unix", FileRecords(tmp_path / "frames.log").handler) as funnel:
+            attach_workers(client, funnel)
+            assert not any(client.run(tasks.sends_lines).values())
+        sink = FileRecords(tmp_path / "lines.log")
+        aside = {
+            logger: logger.handlers[:]
+            for logger in logging.Logger.manager.loggerDict.values()
+            if isinstance(logger, logging.Logger) and logger.handlers
+        }
+        assert aside  # distributed's
+        for logger in aside:
+            logger.handlers.clear()
+        try:
+            funnel = _funnel("unix", sink.handler).start()
+        finally:
+            for logger, handlers in aside.items():
+                logger.handlers[:] = handlers
+        try:
+            attach_workers(client, funnel)
+            assert all(client.run(tasks.sends_lines).values())
+            futures = [client.submit(tasks.log_task, i, 200, pure=False) for i in range(4)]
+            results = _results(client, futures)
+            detach_workers(client)
+        finally:
+            funnel.stop()
+        runs: dict[tuple[int, str], list[int]] = defaultdict(list)
+        for message in sink.messages():
+            found = tasks.RECORD.fullmatch(message)
+            assert found is not None
+            runs[int(found[1]), found[2]].append(int(found[3]))
+        assert runs == {(i, attempt): list(range(200)) for i, (attempt, _) in enumerate(results)}
 
     @pytest.mark.stress
     @pytest.mark.parametrize("transport", TRANSPORTS)
