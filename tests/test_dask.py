@@ -87,7 +87,7 @@ def _cluster() -> Any:
         processes=True,
         n_workers=2,
         threads_per_worker=2,
-        dashboard_address=None,
+        dashboard_address=":0",  # any free port: never a clash with another cluster's 8787
         worker_dashboard_address=None,
     )
 
