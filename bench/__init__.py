@@ -128,9 +128,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also: what the startup hook costs an interpreter's start (builds the wheel)",
     )
     parser.add_argument(
+        "--dask",
+        action="store_true",
+        help="also: logfunnel.dask against Client.forward_logging on a local Dask cluster "
+        "(--processes workers x --records records; needs distributed)",
+    )
+    parser.add_argument(
         "--no-compare",
         action="store_true",
-        help="skip the main comparison (run only --scale, --sizes, --latency, --startup)",
+        help="skip the main comparison (run only --scale, --sizes, --latency, --startup, --dask)",
     )
     parser.add_argument(
         "--quick",

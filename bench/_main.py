@@ -76,6 +76,10 @@ def _validate(args: argparse.Namespace) -> str | None:
             not args.plot or importlib.util.find_spec("matplotlib") is not None,
             f"--plot needs matplotlib ({INSTALL})",
         ),
+        (
+            not args.dask or importlib.util.find_spec("distributed") is not None,
+            f"--dask needs distributed ({INSTALL})",
+        ),
     ]
     return next((problem for ok, problem in checks if not ok), None)
 
@@ -114,6 +118,8 @@ def _command(args: argparse.Namespace) -> str:
     if args.latency:
         parts.append(f"--latency --latency-rate {args.latency_rate}")
         parts.append(f"--latency-seconds {args.latency_seconds:g}")
+    if args.dask:
+        parts.append("--dask")
     if args.json:
         parts.append(f"--json {args.json}")
     if args.plot:
@@ -263,6 +269,10 @@ def main(args: argparse.Namespace) -> int:
         from ._startup import measure_startup
 
         results["startup"] = measure_startup()
+    if args.dask:
+        from ._dask import measure_dask
+
+        results["dask"] = measure_dask(args.processes, args.records, args.size, args.repeat)
     results["skipped"] = runner.skipped
     results["failed"] = runner.failed
     print_report(results, sys.stdout)
@@ -284,4 +294,9 @@ def _logfunnel_failed(results: dict[str, Any]) -> bool:
                     row.get(key) for key in ("lost", "duplicated", "reordered", "torn")
                 ):
                     return True
+    for row in results.get("dask", {}).get("rows", []):
+        if row["way"].startswith("logfunnel") and any(
+            row[key] for key in ("lost", "duplicated", "reordered")
+        ):
+            return True
     return False

@@ -217,6 +217,10 @@ def format_report(results: dict[str, Any]) -> str:
         from ._startup import startup_lines
 
         lines += ["", *startup_lines(results["startup"])]
+    if results.get("dask"):
+        from ._dask import dask_lines
+
+        lines += ["", *dask_lines(results["dask"])]
     notes = [f"{s['way']} ({s['method']}): skipped, {s['reason']}" for s in results["skipped"]]
     notes += [f"{f['way']} ({f['method']}): failed, {f['error']}" for f in results["failed"]]
     if notes:

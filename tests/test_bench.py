@@ -239,3 +239,37 @@ class TestStartup:
         lines = startup_lines(result)
         assert lines[0].startswith("interpreter start-up, 2 interleaved runs")
         assert len(lines) == 5
+
+
+class TestDask:
+    def test_read_back_counts_what_is_missing_doubled_and_out_of_order(
+        self, tmp_path: Path
+    ) -> None:
+        """The Dask scenario's read-back counts a missing, a doubled and a reordered record
+        of its run, and ignores other runs' records and other lines."""
+        from bench._dask import _read_back
+
+        lines = [f"x [dask r=7 t={t} s={s}] y" for t, s in [(0, 0), (0, 2), (0, 1), (1, 0)]]
+        lines += ["x [dask r=7 t=1 s=0] y", "x [dask r=6 t=1 s=1] y", "other"]
+        path = tmp_path / "out.log"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        counts = _read_back(path, run=7, tasks=2, records=3)
+        assert counts == {"written": 4, "lost": 2, "duplicated": 1, "reordered": 1}
+
+    @pytest.mark.timeout(300)
+    def test_every_way_runs_on_a_real_cluster_and_loses_nothing_here(self) -> None:
+        """--dask starts a scheduler and nanny workers, runs logfunnel.dask (Unix socket, TCP,
+        line mode) and forward_logging, reads every output back, and takes the scheduler's CPU."""
+        pytest.importorskip("distributed")
+        from bench._dask import WAYS, dask_lines, measure_dask
+
+        result = measure_dask(workers=2, records=2000, size=100, repeat=1)
+        rows = {row["way"]: row for row in result["rows"]}
+        assert list(rows) == WAYS
+        for row in rows.values():
+            (run,) = row["runs"]
+            assert run["written"] == 4000
+            assert run["lost"] == run["duplicated"] == run["reordered"] == 0
+        # Each forwarded record passes through the scheduler: its CPU is measured.
+        assert rows["forward_logging"]["runs"][0]["cpu_s"]["scheduler"] > 0
+        assert len(dask_lines(result)) == 2 + len(WAYS)

@@ -35,6 +35,8 @@ ALLOWED = {
     "_bootstrap": {"_producer"},
     # Integrations (an optional extra each): a sink reads what the producer sent.
     "otel": {"_producer", "_protocol", "_sinks"},
+    # Integrations: they run in workers, so they attach as any producer does.
+    "dask": {"_producer", "_protocol"},
 }
 
 
