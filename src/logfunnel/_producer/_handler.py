@@ -6,7 +6,7 @@ producer that then calls ``os._exit`` or is SIGKILLed has lost nothing. There
 is no buffer or thread in the producer to die with it. A full socket blocks the
 caller, so a slow collector gives backpressure and memory stays bounded.
 
-Over TCP a link can drop with records in flight, so there the handler also
+Over TCP (and TLS) a link can drop with records in flight, so there the handler also
 keeps the bytes it sent until the collector acknowledges them (a bounded
 resend buffer, ``_resend``). After a cut it reconnects with a capped,
 growing delay, says where its stream stands and sends again what was not
@@ -40,6 +40,7 @@ from ._format import ProducerFormatter, format_text
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
+    import ssl
     from collections.abc import Callable
     from typing import Any, Final
 
@@ -102,6 +103,7 @@ class FunnelHandler(Handler):
         key: bytes | str | None = None,
         timeout: float = 10.0,
         level: int = 0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(level)
         text = address or os.environ.get(ENV_ADDRESS)
@@ -111,6 +113,12 @@ class FunnelHandler(Handler):
             )
         self._address = parse_address(text, key)
         self.address = str(self._address)
+        # For a tls:// address: the client context (None until the first connection
+        # makes one from the environment, see _tls).
+        self._tls = tls
+        # How the acknowledgement channel is read (a TLS one has its own way).
+        self._read_nowait: Callable[[socket.socket], tuple[bytes, bool]] | None = None
+        self._wait_readable: Callable[[socket.socket, float], bool] | None = None
         # Over TCP: checks the connection before each send (see _connect.check_open).
         self._check_open: Callable[[socket.socket], None] | None = None
         self.timeout = timeout
@@ -188,7 +196,16 @@ class FunnelHandler(Handler):
 
         self._drop_connection()
         self._pid = os.getpid()
-        tcp = self._address.scheme == "tcp"
+        scheme = self._address.scheme
+        network = scheme != "unix"
+        if scheme == "tls":
+            from . import _tls
+
+            if self._tls is None:
+                self._tls = _tls.client_context()
+            self._read_nowait, self._wait_readable = _tls.read_nowait, _tls.wait_readable
+        else:
+            self._read_nowait, self._wait_readable = _connect.read_nowait, _connect.wait_readable
         hello = {
             "host": _connect.HOST,
             "pid": self._pid,
@@ -196,11 +213,15 @@ class FunnelHandler(Handler):
             # Where the stream stands: after a cut, its first unacknowledged record.
             "seq": self._acked if self._resend is not None else self._seq,
             "stream": self._stream,
-            "ack": tcp,
+            "ack": network,
         }
         timeout = self.timeout if self._resend is None else min(self.timeout, _RECONNECT_TIMEOUT)
-        self._sock, self.config = _connect.client_handshake(self._address, hello, timeout)
-        self._check_open = _connect.check_open if tcp and _connect.CAN_PEEK else None
+        self._sock, self.config = _connect.client_handshake(
+            self._address, hello, timeout, self._tls
+        )
+        # A TLS socket cannot be peeked at; a TLS collector always acknowledges instead.
+        check = scheme == "tcp" and _connect.CAN_PEEK
+        self._check_open = _connect.check_open if check else None
         self._formatters = [ProducerFormatter(spec) for spec in self.config.get("formats", ())]
         self._structured = bool(self.config.get("structured", True))
         lines = self.config.get("lines")
@@ -212,14 +233,14 @@ class FunnelHandler(Handler):
         if self.config.get("overflow") == "drop":
             from ._overflow import DropNewest
 
-            self._dropper = self._dropper or DropNewest()
+            self._dropper = self._dropper or DropNewest(tls=scheme == "tls")
             self._dropper.restart()
         else:
             self._dropper = None
-        if tcp and self.config.get("ack") is True:
+        if network and self.config.get("ack") is True:
             try:
                 self._ack_sock = _connect.open_ack_channel(
-                    self._address, str(self.config.get("channel")), timeout
+                    self._address, str(self.config.get("channel")), timeout, self._tls
                 )
             except AttachError:
                 self._drop_connection()
@@ -370,18 +391,19 @@ class FunnelHandler(Handler):
         more comes, so it reads to the end of it and then acknowledges once more
         before it closes the channel (see ``_collector._loop``).
         """
-        from . import _connect
-
         resend, acks, channel = self._resend, self._acks, self._ack_sock
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
         deadline = time.monotonic() + _RECONNECT_TIMEOUT
+        wait_readable, read_nowait = self._wait_readable, self._read_nowait
+        assert wait_readable is not None
+        assert read_nowait is not None
         while channel is not None and acks is not None and time.monotonic() < deadline:
             try:
-                if not _connect.wait_readable(channel, deadline - time.monotonic()):
+                if not wait_readable(channel, deadline - time.monotonic()):
                     break
-                data, ended = _connect.read_nowait(channel)
+                data, ended = read_nowait(channel)
                 if data:
                     acks.feed(data)
             except (OSError, FrameError):
@@ -434,13 +456,12 @@ class FunnelHandler(Handler):
 
     def _read_acks(self) -> None:
         """Take the acknowledgements that arrived, without waiting; raise if the link ended."""
-        from . import _connect
-
         sock, acks, resend = self._ack_sock, self._acks, self._resend
         assert sock is not None
         assert acks is not None
         assert resend is not None
-        data, ended = _connect.read_nowait(sock)
+        assert self._read_nowait is not None
+        data, ended = self._read_nowait(sock)
         if data:
             acks.feed(data)
         if acks.acked > self._seq:
@@ -491,8 +512,6 @@ class FunnelHandler(Handler):
     def _await_acks(self, done: Callable[[], bool], patience: float) -> bool:
         """Read acknowledgements until ``done()``, connecting again after a cut; False once
         ``patience`` is over. A bye from the collector is raised (``_CollectorStopped``)."""
-        from . import _connect
-
         deadline = time.monotonic() + patience
         while not done():
             now = time.monotonic()
@@ -504,7 +523,8 @@ class FunnelHandler(Handler):
                 continue
             try:
                 assert self._ack_sock is not None
-                if _connect.wait_readable(self._ack_sock, min(0.5, deadline - now)):
+                assert self._wait_readable is not None
+                if self._wait_readable(self._ack_sock, min(0.5, deadline - now)):
                     self._read_acks()
             except _CollectorStopped:
                 raise
