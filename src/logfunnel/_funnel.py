@@ -20,7 +20,7 @@ from ._collector._process import ProcessCollector
 from ._collector._tls import TLSFiles, server_context
 from ._inherit import Export, end_reusable_workers, export, withdraw
 from ._producer._attach import attach, detach
-from ._producer._children import adopt_children, release_children
+from ._producer._children import adopt_children, release_children, tls_environment
 from ._producer._context import FunnelContext
 from ._producer._handler import FunnelHandler
 from ._protocol._loggers import snapshot
@@ -387,7 +387,8 @@ class Funnel:
     def context(self, method: str | None = None) -> FunnelContext:
         """A multiprocessing context ("fork", "spawn", "forkserver", None: the default)
         whose Process, Pool and ProcessPoolExecutor children attach before they run."""
-        return FunnelContext(self.address, method)
+        tls = tls_environment(self.address, LOGFUNNEL_TLS_CA=self._tls_ca)
+        return FunnelContext(self.address, method, tls)
 
     @property
     def stats(self) -> CollectorStats:

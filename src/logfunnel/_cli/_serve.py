@@ -57,9 +57,8 @@ import sys
 from types import FrameType
 from typing import Any, Final
 
-from .. import ENV_ADDRESS, ENV_KEY
+from .. import ENV_ADDRESS, ENV_KEY, ENV_TLS_CA, ENV_TLS_CERT, ENV_TLS_KEY
 from .._funnel import Funnel
-from .._protocol._address import ENV_TLS_CA, ENV_TLS_CERT, ENV_TLS_KEY
 from ._sinks import add_sink_arguments, sink_kwargs
 
 __all__ = ["DEFAULT_KEY_FILE", "HELP", "add_arguments", "run"]

@@ -81,7 +81,10 @@ def handshake_failure(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"its client certificate failed verification ({exc.verify_message})"
     if isinstance(exc, ssl.SSLEOFError) or not isinstance(exc, ssl.SSLError):
-        return f"it closed the connection during the TLS handshake ({exc})"
+        return (
+            "it closed the connection during the TLS handshake (a plain tcp:// producer "
+            f"gives up so, waiting for a greeting TLS does not send) ({exc})"
+        )
     reason = exc.reason or str(exc)
     if reason in _PLAINTEXT:
         return f"it does not speak TLS (a plaintext tcp:// peer?) ({reason})"

@@ -144,7 +144,15 @@ def _client_authenticate(sock: socket.socket, address: Address) -> None:
 
     if address.key is None and address.scheme == "tcp":
         raise AttachError(f"{address} needs a key: add ?key=HEX to the address or set ${ENV_KEY}")
-    greeting = _recv_exact(sock, GREETING_SIZE)
+    try:
+        greeting = _recv_exact(sock, GREETING_SIZE)
+    except AttachError as exc:
+        if address.scheme == "tls":
+            raise
+        raise AttachError(
+            f"the collector at {address} closed the connection before its challenge: "
+            "a tls:// collector closes a plain tcp:// producer that does not start TLS"
+        ) from exc
     if address.scheme == "tls" and greeting == NO_CHALLENGE:
         return
     if not greeting.startswith(CHALLENGE_MAGIC):

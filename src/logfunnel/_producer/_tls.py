@@ -35,8 +35,8 @@ _CERT_REFUSED = (
     "TLSV1_ALERT_DECRYPT_ERROR",
     "PEER_DID_NOT_RETURN_A_CERTIFICATE",
 )
-# OpenSSL's code for a certificate that does not name the host.
-_HOSTNAME_MISMATCH = 62
+# OpenSSL's codes for a certificate that does not name the host (a name, an IP address).
+_HOST_MISMATCH = (62, 64)
 
 
 def client_context(
@@ -73,13 +73,13 @@ def wrap(sock: socket.socket, address: Address, context: ssl.SSLContext | None) 
 def attach_error(exc: BaseException, address: Address) -> AttachError | None:
     """An ``AttachError`` that says why TLS failed with ``address``; None if not TLS's doing."""
     if isinstance(exc, ssl.SSLCertVerificationError):
-        if exc.verify_code == _HOSTNAME_MISMATCH:
+        if exc.verify_code in _HOST_MISMATCH:
             hint = f"its certificate does not name the host {address.host!r}"
         else:
             hint = f"is ${ENV_TLS_CA} the CA file that signed its certificate?"
         return AttachError(
             f"TLS certificate verification failed for the collector at {address}: "
-            f"{exc.verify_message}; {hint}"
+            f"{str(exc.verify_message).rstrip('.')}; {hint}"
         )
     if not isinstance(exc, ssl.SSLError):
         return None
