@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +31,11 @@ import logfunnel
 from logfunnel._collector._listen import listen
 from logfunnel._collector._loop import Collector
 from logfunnel._collector._tls import TLSFiles, server_context
+from logfunnel._producer._connect import client_handshake, open_ack_channel
 from logfunnel._producer._tls import client_context
+from logfunnel._protocol._acks import AckReader
 from logfunnel._protocol._address import Address, parse_address
+from logfunnel._protocol._codec import encode_record
 
 trustme = pytest.importorskip("trustme")
 
@@ -133,8 +138,11 @@ class TestDelivery:
     ) -> None:
         """Producers of a funnel listening on tls:// with a key deliver every record once, in
         each producer's order, under every start method; the children find the CA the funnel
-        was given without being told."""
+        was given without being told, also from a forkserver started before the funnel."""
         path = tmp_path / "tls.log"
+        if start_method == "forkserver":
+            # Its environment then predates the funnel: the CA must travel with each child.
+            multiprocessing.forkserver.ensure_running()
         with logfunnel.Funnel(
             path,
             listen="tls://127.0.0.1:0",
@@ -185,6 +193,46 @@ class TestDelivery:
                 procs[0].start()
                 join_all(procs, exitcode=0)
         assert audit([path]).missing(1, 50) == []
+
+    @pytest.mark.parametrize("final", [True, False], ids=["final", "not-final"])
+    def test_a_stop_with_producers_connected_writes_what_they_sent(
+        self, tmp_path: Path, pki: PKI, final: bool, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        """A TLS funnel that stops while a producer is still connected reads its TLS stream
+        to the end: every record sent is written once, nothing is reported as bad; after a
+        final stop the next record goes to the producer's stderr fallback."""
+        path = tmp_path / "stop.log"
+        funnel = logfunnel.Funnel(
+            handlers=[Records(), logging.FileHandler(path)],
+            listen="tls://127.0.0.1:0",
+            key=os.urandom(32),
+            tls_cert=pki.server,
+            attach_main=False,
+            final=final,
+        ).start()
+        handler = logfunnel.FunnelHandler(funnel.address, tls=client_context(ca=pki.ca))
+        logger = logging.getLogger("tls.stop")
+        logger.addHandler(handler)
+        logger.propagate = False
+        try:
+            for number in range(500):
+                logger.warning("before stop %d", number)
+            funnel.stop()
+            if final:
+                logger.warning("after stop")
+                assert handler.fallbacks == 1
+        finally:
+            logger.removeHandler(handler)
+            logger.propagate = True
+            handler._resend = None  # a collector that is not final never answers again
+            handler.close()
+        sink = funnel.sinks[0]
+        assert isinstance(sink, Records)
+        assert sink.messages("tls.stop") == [f"before stop {n}" for n in range(500)]
+        assert sink.own(logging.WARNING) == []
+        assert funnel.stats.bad_connections == 0
+        if final:
+            assert "after stop [logfunnel: collector unreachable]" in capfd.readouterr().err
 
 
 class TestMutualTLS:
@@ -318,6 +366,66 @@ class TestListenerChecks:
             logfunnel.Funnel(listen="tcp://127.0.0.1:0", tls_cert=pki.server).start()
         with pytest.raises(ValueError, match="certificate"):
             logfunnel.Funnel(listen="tls://127.0.0.1:0", key=b"k", attach_main=False).start()
+
+
+class TestReads:
+    def test_bytes_tls_decrypted_beyond_a_full_read_are_not_left_behind(self, pki: PKI) -> None:
+        """A read that fills the collector's buffer in the middle of a TLS record leaves the
+        rest of it decrypted inside TLS, where the selector never sees it: the collector
+        takes it in the same read, so the last records of a stream that then goes quiet are
+        written and acknowledged at once."""
+        key = os.urandom(32)
+        entered, release = threading.Event(), threading.Event()
+
+        class Gate(Records):
+            """Holds the collector on the first record, while the rest is sent."""
+
+            def emit(self, record: logging.LogRecord) -> None:
+                super().emit(record)
+                if record.getMessage() == "gate":
+                    entered.set()
+                    release.wait(JOIN_TIMEOUT)
+
+        def frame(seq: int, message: str) -> bytes:
+            record = logging.LogRecord("worker", 30, __file__, 1, message, None, None)
+            return encode_record(record, seq)
+
+        sink = Gate()
+        sock, address, _ = listen("tls://127.0.0.1:0", key, TLSFiles(pki.server))
+        running = Collector(sock, address, [sink], 0, tls=server_context(TLSFiles(pki.server)))
+        # A small buffer, so that two TLS records fill it mid-record (the usual one holds
+        # 16 records of 16 KiB, and then it takes more bytes to end a read mid-record).
+        running._recv_view = memoryview(bytearray(20_000))
+        running.start()
+        try:
+            context = client_context(ca=pki.ca)
+            where = parse_address(f"{address}?key={key.hex()}")
+            hello = {"host": "h", "pid": 7, "start": 1.0, "seq": 0, "stream": 1, "ack": True}
+            records, config = client_handshake(where, hello, 10, tls=context)
+            acks = open_ack_channel(where, config["channel"], 10, tls=context)
+            records.sendall(frame(0, "gate"))
+            assert entered.wait(JOIN_TIMEOUT)
+            seq = 1
+            for size in (9_000, 15_000):  # each sendall is one TLS record (at most 16 KiB)
+                blob = b""
+                while len(blob) < size:
+                    blob += frame(seq, f"record {seq} " + "x" * 200)
+                    seq += 1
+                assert len(blob) < 16_384
+                records.sendall(blob)
+            release.set()
+            reader = AckReader(0)
+            acks.settimeout(5)
+            while reader.acked < seq:
+                data = acks.recv(65536)  # TimeoutError: the tail was left behind
+                assert data
+                reader.feed(data)
+            records.close()
+            acks.close()
+        finally:
+            release.set()
+            running.stop(30)
+        assert len(sink.messages()) == seq
 
 
 def _links(
