@@ -25,6 +25,8 @@ import pytest
 from _link_workers import attach_and_log
 from _proxy import FaultProxy
 from _support import JOIN_TIMEOUT, Records, audit, join_all
+from _tls_workers import flood_noting_drops
+from test_backpressure import Gate
 from test_serve import LISTENING, SERVE, Serve, producers
 
 import logfunnel
@@ -233,6 +235,57 @@ class TestDelivery:
         assert funnel.stats.bad_connections == 0
         if final:
             assert "after stop [logfunnel: collector unreachable]" in capfd.readouterr().err
+
+    def test_the_drop_policy_never_blocks_over_tls(self, pki: PKI) -> None:
+        """With overflow="drop" over TLS, producers never wait on a stuck collector (a TLS
+        socket takes no MSG_DONTWAIT): drops are counted and reach the sinks as a count,
+        and exactly the records that were not dropped arrive, in order (a frame TLS took
+        in part is finished, not taken for dropped)."""
+        gate = Gate()
+        count = 20_000
+        with logfunnel.Funnel(
+            handlers=[gate],
+            overflow="drop",
+            level=logging.INFO,
+            listen="tls://127.0.0.1:0",
+            key=os.urandom(32),
+            tls_cert=pki.server,
+            tls_ca=pki.ca,
+        ) as funnel:
+            ctx = funnel.context("fork")
+            done, ready, go = ctx.Queue(), ctx.Semaphore(0), ctx.Event()
+            procs = [
+                ctx.Process(target=flood_noting_drops, args=(count, ready, go, done)) for _ in "ab"
+            ]
+            for proc in procs:
+                proc.start()
+            for _ in procs:
+                assert ready.acquire(timeout=JOIN_TIMEOUT)
+            logging.getLogger("worker").warning("hold")
+            assert gate.holding.wait(JOIN_TIMEOUT)
+            go.set()
+            dropped = [done.get(timeout=JOIN_TIMEOUT) for _ in procs]
+            assert not gate.opened.is_set()
+            gate.opened.set()
+            join_all(procs, exitcode=0)
+            stats = funnel.stats
+        assert all(dropped), dropped
+        arrived = [r for r in gate.records if r.name == "worker" and r.getMessage() != "hold"]
+        counted = sum(getattr(r, "logfunnel_dropped", 0) for r in gate.records)
+        assert counted == sum(map(len, dropped))
+        assert stats.sink_dropped == 0
+        pids = sorted({r.process for r in arrived})
+        assert len(pids) == 2
+        numbers = [
+            [int(r.getMessage().split()[1][1:]) for r in arrived if r.process == pid]
+            for pid in pids
+        ]
+        # Which list of drops is whose: the one that leaves out none of what arrived.
+        for got in numbers:
+            assert any(set(got).isdisjoint(d) and len(got) + len(d) == count for d in dropped)
+            assert got == sorted(got)
+        # No connection broke and was made again: two for each producer and for this one.
+        assert (stats.connections, stats.bad_connections, stats.partial_frames) == (6, 0, 0)
 
 
 class TestMutualTLS:
