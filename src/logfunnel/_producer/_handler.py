@@ -94,6 +94,9 @@ class FunnelHandler(Handler):
     subclass can change one of them: ``prepare`` returns the bytes that
     go on the wire for a record, whatever the mode (see ``_collector``), and
     ``send`` writes them.
+
+    ``tls`` is the ``ssl.SSLContext`` for a ``tls://`` address; without it
+    one is made from the environment at the first connection (see ``_tls``).
     """
 
     def __init__(
