@@ -35,6 +35,11 @@ _CERT_REFUSED = (
     "TLSV1_ALERT_DECRYPT_ERROR",
     "PEER_DID_NOT_RETURN_A_CERTIFICATE",
 )
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+# A look at the kernel's side of a TLS socket, through the plain socket's recv.
+_PEEK = socket.MSG_PEEK | _DONTWAIT
+_raw_recv = socket.socket.recv
+
 # OpenSSL's codes for a certificate that does not name the host (a name, an IP address).
 _HOST_MISMATCH = (62, 64)
 
@@ -107,7 +112,15 @@ def read_nowait(sock: socket.socket) -> tuple[bytes, bool]:
     ``MSG_DONTWAIT`` does not exist for a TLS socket: the channel, which is
     only ever read, stays non-blocking instead, and is read until TLS wants
     more bytes, so none are left decrypted where ``select`` cannot see them.
+    That also means that with nothing decrypted and nothing in the kernel,
+    nothing came: a peek at the kernel says so at a third of the cost of a
+    TLS read that raises (this runs before every record a producer sends).
     """
+    if _DONTWAIT and not sock.pending():  # type: ignore[attr-defined]
+        try:
+            _raw_recv(sock, 1, _PEEK)
+        except (BlockingIOError, InterruptedError):
+            return b"", False
     if sock.gettimeout() != 0.0:
         sock.setblocking(False)
     chunks = []
