@@ -107,8 +107,10 @@ _TLS: Final = 4
 # What _read_tls returns for a handshake step that left nothing to read.
 _NOTHING: Final = -1
 _STEPPED: Final = -2
-# What a TLS peer's first bytes look like (a handshake record, TLS 1.x).
-_TLS_RECORD: Final = b"\x16\x03"
+# What a TLS peer's first bytes look like: a handshake record of TLS 1.0 to 1.3.
+# As a frame header they would say more than _CONTROL_LIMIT bytes, so no valid
+# handshake frame begins so.
+_TLS_RECORDS: Final = (b"\x16\x03\x01", b"\x16\x03\x02", b"\x16\x03\x03", b"\x16\x03\x04")
 
 _LISTENER: Final = object()
 _WAKE: Final = object()
@@ -583,7 +585,7 @@ class Collector:
             if conn.state == _ACKS:
                 raise FrameError("sent data on its acknowledgement channel")
             if conn.state != _STREAM:
-                if not conn.tls and conn.buf[:2] == _TLS_RECORD:
+                if not conn.tls and bytes(conn.buf[:3]) in _TLS_RECORDS:
                     raise FrameError(
                         "it speaks TLS, and this collector listens without: "
                         f"give it the {self._address.scheme}:// address"
