@@ -172,6 +172,21 @@ class TestDelivery:
         assert not result.torn
         assert (stats.bad_connections, stats.missing_records) == (0, 0)
 
+    def test_a_subprocess_joins_with_no_code(self, pki: PKI) -> None:
+        """A TLS funnel exports what its children need (address, key, CA file): a Python
+        subprocess that only logs is attached by the startup hook, over TLS."""
+        sink = Records()
+        with logfunnel.Funnel(
+            handlers=[sink],
+            listen="tls://127.0.0.1:0",
+            key=os.urandom(32),
+            tls_cert=pki.server,
+            tls_ca=pki.ca,
+        ):
+            code = "import logging; logging.getLogger('worker').warning('from a subprocess')"
+            subprocess.run([sys.executable, "-c", code], check=True, timeout=JOIN_TIMEOUT)
+        assert sink.messages() == ["from a subprocess"]
+
     def test_a_collector_process_serves_tls_too(
         self, tmp_path: Path, pki: PKI, monkeypatch: pytest.MonkeyPatch
     ) -> None:
