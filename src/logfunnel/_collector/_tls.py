@@ -49,6 +49,9 @@ def server_context(files: TLSFiles) -> ssl.SSLContext:
 
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # No TLS 1.3 session tickets: producers do not resume sessions, and a ticket
+    # the producer never read would be unread bytes on its records connection.
+    context.num_tickets = 0
     try:
         context.load_cert_chain(files.cert, files.key)
     except (OSError, ssl.SSLError) as exc:
