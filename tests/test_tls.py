@@ -595,10 +595,12 @@ class TestServe:
     def test_serve_over_mutual_tls_without_a_key(
         self, tmp_path: Path, pki: PKI, tls_serves: list[Serve], monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """``logfunnel serve tls://... --tls-client-ca CA --no-key`` makes no key file, says
-        which variables producers set, and takes the records of producers that show a
-        client certificate, once each and in order; SIGTERM drains and exits 0."""
+        """``logfunnel serve tls://... --tls-client-ca CA --no-key`` makes no key file, takes
+        no key from its environment either, says which variables producers set, and takes
+        the records of producers that show a client certificate (and have no key), once
+        each and in order; SIGTERM drains and exits 0."""
         log = tmp_path / "tls.log"
+        monkeypatch.setenv(logfunnel.ENV_KEY, "00" * 32)  # serve inherits it
         serve = Serve(
             tmp_path,
             "tls://127.0.0.1:0",
@@ -616,6 +618,7 @@ class TestServe:
         said = "\n".join(serve.said)
         assert logfunnel.ENV_TLS_CA in said
         assert logfunnel.ENV_TLS_CERT in said
+        monkeypatch.delenv(logfunnel.ENV_KEY)
         monkeypatch.setenv(logfunnel.ENV_TLS_CA, pki.ca)
         monkeypatch.setenv(logfunnel.ENV_TLS_CERT, pki.client)
         join_all(producers(serve.address, [200, 200]), 0)

@@ -135,6 +135,9 @@ def run(args: argparse.Namespace) -> int:
         address = _address(args.address)
         tls = _tls_options(address, args)
         if args.no_key:
+            # Not even one this process inherited: a listener takes $LOGFUNNEL_KEY
+            # when it is given none.
+            os.environ.pop(ENV_KEY, None)
             key, key_path, created = None, "", False
         else:
             key, key_path, created = _key(args.key_file)
