@@ -420,6 +420,49 @@ class LogfunnelTcpWay(LogfunnelWay):
         self.funnel.start()
 
 
+class LogfunnelTlsWay(LogfunnelWay):
+    name = "logfunnel-tls"
+    label = "logfunnel collector over loopback TLS (HMAC inside TLS, acknowledged)"
+
+    @classmethod
+    def unavailable(cls, method: str) -> str | None:
+        if importlib.util.find_spec("trustme") is None:
+            return "trustme (which makes the run's certificate) is not installed"
+        return None
+
+    def open(self) -> None:
+        import shutil
+        import tempfile
+
+        import trustme
+
+        if self.latency is not None:
+            raise BenchError("logfunnel-tls has no latency variant")
+        # Not in the run's directory: every file there is read back as output.
+        self.pki = tempfile.mkdtemp(prefix="bench-tls-")
+        self.remove_pki = lambda: shutil.rmtree(self.pki, ignore_errors=True)
+        ca = trustme.CA()
+        cert = os.path.join(self.pki, "server.pem")
+        ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(cert)
+        ca_file = os.path.join(self.pki, "ca.pem")
+        ca.cert_pem.write_to_path(ca_file)
+        self.funnel = logfunnel.Funnel(
+            self.path,
+            level="INFO",
+            listen="tls://127.0.0.1:0",
+            key=os.urandom(32),
+            tls_cert=cert,
+            tls_ca=ca_file,
+        )
+        self.funnel.start()
+
+    def close(self) -> None:
+        super().close()
+        remove = getattr(self, "remove_pki", None)
+        if remove is not None:
+            remove()
+
+
 class LockedFileWay(Way):
     name = "logfunnel-locked"
     label = "logfunnel LockedFileHandler (lock around each write)"
@@ -714,6 +757,7 @@ class PlainWriteWay(Way):
 _ALL: Final[tuple[type[Way], ...]] = (
     LogfunnelWay,
     LogfunnelTcpWay,
+    LogfunnelTlsWay,
     LockedFileWay,
     ProcessFilesWay,
     StdlibQueueWay,

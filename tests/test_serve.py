@@ -299,7 +299,7 @@ class TestBadInput:
             ("tcp://127.0.0.1:port", "must look like tcp://HOST:PORT"),
             ("127.0.0.1:9020", "give tcp://HOST:PORT"),
             ("unix:/tmp/x.sock", "give tcp://HOST:PORT"),
-            ("tls://127.0.0.1:9020", "TLS is not supported yet"),
+            ("tls://127.0.0.1:9020", "--tls-cert"),
             ("tcp://127.0.0.1:0?key=00", "--key-file"),
         ],
         ids=["none", "no-port", "bad-port", "no-scheme", "unix", "tls", "key-in-address"],
@@ -307,7 +307,7 @@ class TestBadInput:
     def test_a_bad_address_is_refused(
         self, tmp_path: Path, address: str | None, message: str
     ) -> None:
-        """No address, a malformed one, another scheme, TLS (not supported yet) or a key in
+        """No address, a malformed one, another scheme, TLS without a certificate or a key in
         the address: a clear message on stderr, exit 2, and no key file is made."""
         done = subprocess.run(
             [*SERVE, *([address] if address else [])],

@@ -22,7 +22,14 @@ if TYPE_CHECKING:
     from ._producer._attach import attach, attached, detach
     from ._producer._context import FunnelContext
     from ._producer._handler import FunnelHandler
-    from ._protocol._address import ENV_ADDRESS, ENV_KEY, AttachError
+    from ._protocol._address import (
+        ENV_ADDRESS,
+        ENV_KEY,
+        ENV_TLS_CA,
+        ENV_TLS_CERT,
+        ENV_TLS_KEY,
+        AttachError,
+    )
 
     __version__: str
 del TYPE_CHECKING
@@ -33,6 +40,9 @@ _WHERE = {
     "DEFAULT_FORMAT": "._funnel",
     "ENV_ADDRESS": "._protocol._address",
     "ENV_KEY": "._protocol._address",
+    "ENV_TLS_CA": "._protocol._address",
+    "ENV_TLS_CERT": "._protocol._address",
+    "ENV_TLS_KEY": "._protocol._address",
     "AttachError": "._protocol._address",
     "Funnel": "._funnel",
     "FunnelContext": "._producer._context",
@@ -48,6 +58,9 @@ __all__ = [
     "DEFAULT_FORMAT",
     "ENV_ADDRESS",
     "ENV_KEY",
+    "ENV_TLS_CA",
+    "ENV_TLS_CERT",
+    "ENV_TLS_KEY",
     "AttachError",
     "CollectorStats",
     "Funnel",

@@ -12,19 +12,24 @@ import threading
 import weakref
 from collections.abc import Iterable
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from ._collector._listen import listen, remove_private_dir
 from ._collector._loop import Collector, CollectorStats
 from ._collector._process import ProcessCollector
+from ._collector._tls import TLSFiles, server_context
 from ._inherit import Export, end_reusable_workers, export, withdraw
 from ._producer._attach import attach, detach
-from ._producer._children import adopt_children, release_children
+from ._producer._children import adopt_children, release_children, tls_environment
 from ._producer._context import FunnelContext
 from ._producer._handler import FunnelHandler
 from ._protocol._loggers import snapshot
 from ._sigterm import SigtermDrain
 from ._sinks._config import DEFAULT_FORMAT, SinkConfig
 from ._sinks._routes import Routes, route_table
+
+if TYPE_CHECKING:
+    import ssl
 
 __all__ = ["DEFAULT_FORMAT", "Funnel"]
 
@@ -58,14 +63,14 @@ class Funnel:
     Producers do not even send records that no sink accepts.
 
     While it runs, its address is in the environment (``LOGFUNNEL_ADDRESS``,
-    and ``LOGFUNNEL_KEY`` for TCP), so every process started meanwhile
-    inherits it, and every Python one among them attaches itself as it
-    starts (the startup hook): subprocesses, joblib's workers, executors a
-    library makes. ``stop()`` puts back what was there. joblib's (loky's)
-    reusable pool of workers is shut down when a funnel starts and stops, so
-    its workers always have the current funnel's address. ``inherit=False``
-    leaves the environment alone; then only processes that ``attach()`` or
-    come from ``context()`` join.
+    and ``LOGFUNNEL_KEY`` for TCP and TLS, ``LOGFUNNEL_TLS_CA`` for TLS), so
+    every process started meanwhile inherits it, and every Python one among
+    them attaches itself as it starts (the startup hook): subprocesses,
+    joblib's workers, executors a library makes. ``stop()`` puts back what
+    was there. joblib's (loky's) reusable pool of workers is shut down when a
+    funnel starts and stops, so its workers always have the current funnel's
+    address. ``inherit=False`` leaves the environment alone; then only
+    processes that ``attach()`` or come from ``context()`` join.
 
     While it runs, SIGTERM to this process drains the funnel first, then ends
     the process as SIGTERM would, unless the program handles SIGTERM itself.
@@ -105,6 +110,19 @@ class Funnel:
     what they log afterwards goes to their stderr fallback. Over a Unix
     socket producers are never told, and it changes nothing.
 
+    ``listen="tls://HOST:PORT"`` is TCP inside TLS. ``tls_cert`` (and
+    ``tls_key``, unless the certificate file holds the key) are the
+    collector's certificate; with ``tls_client_ca`` every producer must show
+    a client certificate signed by that CA (mutual TLS). Producers are known
+    by the ``key``, by their certificates, or by both; a TLS funnel with
+    neither is refused (``ValueError``), since anyone who reaches the port
+    could log into it. ``tls_ca`` is the CA file that signed ``tls_cert``,
+    for this process's own producer and, exported as ``LOGFUNNEL_TLS_CA``,
+    for its children (unset: the system's trust store). Producers check the
+    certificate against the address's host name. Under mutual TLS this
+    process and its children show the certificate that
+    ``LOGFUNNEL_TLS_CERT`` and ``LOGFUNNEL_TLS_KEY`` name.
+
     ``mirror_loggers=False`` is for a collector that is not the program its
     producers belong to (``logfunnel serve``): they keep their own levels and
     logger flags instead of taking this process's, and send what their own
@@ -136,9 +154,23 @@ class Funnel:
         final: bool = True,
         mirror_loggers: bool = True,
         otlp: str | None = None,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
+        tls_client_ca: str | os.PathLike[str] | None = None,
+        tls_ca: str | os.PathLike[str] | None = None,
     ) -> None:
         if collector not in ("thread", "process"):
             raise ValueError(f"collector must be 'thread' or 'process', not {collector!r}")
+        self._tls_files: TLSFiles | None = None
+        if tls_cert is not None:
+            self._tls_files = TLSFiles(
+                os.path.abspath(tls_cert),
+                None if tls_key is None else os.path.abspath(tls_key),
+                None if tls_client_ca is None else os.path.abspath(tls_client_ca),
+            )
+        elif tls_key is not None or tls_client_ca is not None:
+            raise ValueError("tls_key and tls_client_ca go with tls_cert (and a tls:// listen)")
+        self._tls_ca = None if tls_ca is None else os.path.abspath(tls_ca)
         #: What the funnel makes, as plain data, checked here once.
         self.sink_config = SinkConfig(
             filename=None if filename is None else os.fspath(filename),
@@ -222,7 +254,10 @@ class Funnel:
                 raise RuntimeError("a Funnel can be started once")
             if self.sink_config.config is not None and not self._in_process:
                 self._configure_here()
-            sock, address, private_dir = listen(self._listen, self._key)
+            # A TLS context is made first: a bad certificate file is refused before
+            # anything listens.
+            context = None if self._tls_files is None else server_context(self._tls_files)
+            sock, address, private_dir = listen(self._listen, self._key, self._tls_files)
             self._private_dir = private_dir
             self._socket_path = address.path or None
             self._address = address.with_key()
@@ -235,7 +270,13 @@ class Funnel:
             loggers = snapshot() if self._mirror_loggers else None
             if self._in_process:
                 self._collector = ProcessCollector(
-                    sock, address, private_dir, self.sink_config, loggers, final=self._final
+                    sock,
+                    address,
+                    private_dir,
+                    self.sink_config,
+                    loggers,
+                    final=self._final,
+                    tls=self._tls_files,
                 )
                 self._collector.start()
                 self.level = self._collector.level
@@ -252,21 +293,30 @@ class Funnel:
                     routes=routes,
                     loggers=loggers,
                     final=self._final,
+                    tls=context,
                 )
                 self._collector.start()
         if self._attach_main:
-            self._handler = attach(self._address)
+            self._handler = attach(self._address, tls=self._client_context(address.scheme))
             # Children this process makes through plain multiprocessing are
             # attached by inheritance (fork) or by the startup hook: their
             # crashes are records too.
             adopt_children()
         if self._inherit:
-            self._export = export(address)
+            self._export = export(address, self._tls_ca)
             end_reusable_workers()
         # Forgetting stop() must not lose the tail of the log.
         atexit.register(_stop_at_exit, weakref.ref(self))
         _on_sigterm.add(self)
         return self
+
+    def _client_context(self, scheme: str) -> ssl.SSLContext | None:
+        """For a TLS funnel's own producer: checks the funnel's certificate with ``tls_ca``."""
+        if scheme != "tls":
+            return None
+        from ._producer._tls import client_context
+
+        return client_context(ca=self._tls_ca)
 
     def _configure_here(self) -> None:
         """Apply ``config`` in this process; its root handlers, then the shortcuts, are the sinks.
@@ -341,7 +391,8 @@ class Funnel:
     def context(self, method: str | None = None) -> FunnelContext:
         """A multiprocessing context ("fork", "spawn", "forkserver", None: the default)
         whose Process, Pool and ProcessPoolExecutor children attach before they run."""
-        return FunnelContext(self.address, method)
+        tls = tls_environment(self.address, LOGFUNNEL_TLS_CA=self._tls_ca)
+        return FunnelContext(self.address, method, tls)
 
     @property
     def stats(self) -> CollectorStats:

@@ -1,9 +1,11 @@
 """What a running funnel puts in ``os.environ``, so that every child process finds it.
 
-``LOGFUNNEL_ADDRESS`` (the address without its key) and, for TCP,
-``LOGFUNNEL_KEY`` are inherited by every process started while the funnel
-runs, whatever starts it; the startup hook (``_producer._startup``) attaches
-those that run Python. Where this interpreter's logfunnel came without the
+``LOGFUNNEL_ADDRESS`` (the address without its key) and, for TCP and TLS,
+``LOGFUNNEL_KEY`` (and for TLS ``LOGFUNNEL_TLS_CA``, the CA file that
+signed the funnel's certificate, when the funnel was given one) are
+inherited by every process started while the funnel runs, whatever starts
+it; the startup hook (``_producer._startup``) attaches those that run
+Python. Where this interpreter's logfunnel came without the
 hook's ``.pth`` file, the ``_bootstrap`` directory also goes first on
 ``PYTHONPATH``, whose ``sitecustomize`` does the same.
 
@@ -21,7 +23,7 @@ import sys
 import threading
 
 from ._producer._startup import PTH_NAME
-from ._protocol._address import ENV_ADDRESS, ENV_KEY, Address
+from ._protocol._address import ENV_ADDRESS, ENV_KEY, ENV_TLS_CA, Address
 
 __all__ = [
     "BOOTSTRAP_DIR",
@@ -56,12 +58,15 @@ def hook_installed() -> bool:
     return any(os.path.exists(os.path.join(d, PTH_NAME)) for d in directories if d)
 
 
-def export(address: Address) -> Export:
-    """Put ``address`` in the environment until ``withdraw()``."""
+def export(address: Address, tls_ca: str | None = None) -> Export:
+    """Put ``address`` (and for TLS the CA file ``tls_ca``) in the environment until
+    ``withdraw()``."""
     values: dict[str, str | None] = {
         ENV_ADDRESS: str(address),
         ENV_KEY: address.key.hex() if address.key is not None else None,
     }
+    if address.scheme == "tls" and tls_ca is not None:
+        values[ENV_TLS_CA] = tls_ca
     if not hook_installed():
         path = os.environ.get("PYTHONPATH")
         parts = [p for p in (path or "").split(os.pathsep) if p and p != BOOTSTRAP_DIR]

@@ -1,7 +1,10 @@
-"""Listening sockets: a private Unix socket, or TCP with a fresh key.
+"""Listening sockets: a private Unix socket, TCP with a fresh key, or TLS.
 
 ``listen`` returns the socket, its address, and the private directory to
-remove at the end; ``remove_private_dir`` removes it.
+remove at the end; ``remove_private_dir`` removes it. A ``tls://`` listener
+is a TCP one whose connections the collector makes TLS (``_tls``): it needs
+its certificate files, and a key or a client CA; it gets no fresh key of its
+own, since its producers on other hosts could not know it.
 
 Windows has no Unix sockets, so there the default is loopback TCP. Setting
 ``LOGFUNNEL_TRANSPORT=tcp`` makes it the default elsewhere too: that is how
@@ -18,7 +21,12 @@ import socket
 import sys
 import tempfile
 
-from .._protocol._address import Address, parse_address
+from .._protocol._address import NETWORK_SCHEMES, Address, parse_address
+
+# typing is for the type checker only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._tls import TLSFiles
 
 __all__ = ["ENV_TRANSPORT", "default_spec", "listen", "remove_private_dir"]
 
@@ -35,14 +43,19 @@ def default_spec() -> str:
     return "tcp://" if forced == "tcp" or not unix else "unix:"
 
 
-def listen(spec: str | None, key: bytes | None) -> tuple[socket.socket, Address, str | None]:
+def listen(
+    spec: str | None, key: bytes | None, tls: TLSFiles | None = None
+) -> tuple[socket.socket, Address, str | None]:
     """A listening socket for ``spec`` (None: private Unix socket, or loopback TCP).
 
     Returns the socket, its address, and the private directory to remove at
-    the end (None when there is none).
+    the end (None when there is none). ``tls``: the files of a ``tls://``
+    listener, checked here; they go with no other scheme.
     """
     if spec is None:
         spec = default_spec()
+    if tls is not None and not spec.startswith("tls:"):
+        raise ValueError(f"TLS certificate files go with a tls:// address, not {spec!r}")
     if spec == "unix:" or spec.startswith("unix:"):
         path = spec[len("unix:") :]
         private_dir = None
@@ -64,9 +77,13 @@ def listen(spec: str | None, key: bytes | None) -> tuple[socket.socket, Address,
     if spec in ("tcp://", "tcp:"):
         spec = "tcp://127.0.0.1:0"
     address = parse_address(spec, key)
-    if address.scheme != "tcp":
+    if address.scheme not in NETWORK_SCHEMES:
         raise ValueError(f"cannot listen on {spec!r}")
-    if address.key is None:
+    if address.scheme == "tls":
+        if tls is None:
+            raise ValueError(f"{address} needs a certificate and its key to listen with")
+        tls.check(address.key is not None)
+    elif address.key is None:
         address = Address("tcp", host=address.host, port=address.port, key=secrets.token_bytes(32))
     sock = socket.socket(address.family, socket.SOCK_STREAM)
     try:
@@ -77,7 +94,7 @@ def listen(spec: str | None, key: bytes | None) -> tuple[socket.socket, Address,
         sock.close()
         raise
     port = sock.getsockname()[1]
-    return sock, Address("tcp", host=address.host, port=port, key=address.key), None
+    return sock, Address(address.scheme, host=address.host, port=port, key=address.key), None
 
 
 def remove_private_dir(path: str | None, socket_path: str | None) -> None:

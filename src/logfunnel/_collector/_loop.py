@@ -34,7 +34,7 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .._protocol._acks import ack_frame, bye_frame
 from .._protocol._address import Address
@@ -49,6 +49,7 @@ from .._protocol._codec import (
     make_record,
 )
 from .._protocol._handshake import (
+    NO_CHALLENGE,
     AckChannel,
     VersionRefused,
     challenge_frame,
@@ -65,6 +66,9 @@ from .._sinks._routes import Routes
 from .._threads import collector_threads
 from ._budget import BUFFER_BUDGET, UNRESERVED, BufferBudget
 from ._sequence import Sequences, Stream
+
+if TYPE_CHECKING:
+    import ssl
 
 __all__ = ["Collector", "CollectorStats"]
 
@@ -98,6 +102,15 @@ _HELLO: Final = 1
 _STREAM: Final = 2
 # A producer's acknowledgement channel: the collector writes, the producer never does.
 _ACKS: Final = 3
+# A TLS connection whose TLS handshake is not done yet.
+_TLS: Final = 4
+# What _read_tls returns for a handshake step that left nothing to read.
+_NOTHING: Final = -1
+_STEPPED: Final = -2
+# What a TLS peer's first bytes look like: a handshake record of TLS 1.0 to 1.3.
+# As a frame header they would say more than _CONTROL_LIMIT bytes, so no valid
+# handshake frame begins so.
+_TLS_RECORDS: Final = (b"\x16\x03\x01", b"\x16\x03\x02", b"\x16\x03\x03", b"\x16\x03\x04")
 
 _LISTENER: Final = object()
 _WAKE: Final = object()
@@ -147,6 +160,7 @@ class _Connection:
         "sock",
         "state",
         "stream",
+        "tls",
     )
 
     def __init__(self, sock: socket.socket, state: int, label: str) -> None:
@@ -173,6 +187,8 @@ class _Connection:
         self.out = bytearray()
         # A records connection's acknowledgement channel, and the reverse.
         self.partner: _Connection | None = None
+        # A TLS connection (an ssl.SSLSocket).
+        self.tls = False
 
 
 class Collector:
@@ -195,8 +211,19 @@ class Collector:
         routes: Routes | None = None,
         loggers: dict[str, Any] | None = None,
         final: bool = True,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._listener = listener
+        # A tls:// listener's context: every accepted socket is made TLS.
+        self._tls = tls
+        # What a non-blocking send or read that would wait raises (TLS has its own).
+        self._would_block: tuple[type[BaseException], ...] = (BlockingIOError, InterruptedError)
+        self._ssl: Any = None
+        if tls is not None:
+            import ssl
+
+            self._ssl = ssl
+            self._would_block += (ssl.SSLWantReadError, ssl.SSLWantWriteError)
         # Whether producers are told, at the stop, not to wait for a successor
         # (a funnel's collector), or keep their records for the next one to
         # take the address (``logfunnel serve``).
@@ -366,7 +393,10 @@ class Collector:
         for conn in list(self._connections.values()):
             if conn.state == _ACKS:
                 continue
-            if conn.state != _STREAM:
+            if conn.state == _TLS:
+                limit = self._handshake_timeout
+                what = "no TLS handshake (a plaintext tcp:// producer says nothing first)"
+            elif conn.state != _STREAM:
                 limit, what = self._handshake_timeout, "no handshake"
             elif conn.buf and not conn.paused:
                 unit = "line" if self._in_line(conn) else "frame"
@@ -422,6 +452,9 @@ class Collector:
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(self._listener)
         self._listener.close()
+        # The socket's own shutdown: an SSLSocket's would drop its TLS state, and
+        # the bytes still to read would come out encrypted.
+        shutdown = socket.socket.shutdown
         if self._address.scheme != "unix":
             # What is written so far is acknowledged; a final collector then
             # says bye, so its producers send what comes later to their fallback.
@@ -435,7 +468,7 @@ class Collector:
                 if conn.state == _ACKS:
                     continue  # the last acknowledgement goes there when its records end
                 with contextlib.suppress(OSError):
-                    conn.sock.shutdown(socket.SHUT_WR)
+                    shutdown(conn.sock, socket.SHUT_WR)
             deadline = time.monotonic() + _TCP_DRAIN_LIMIT
             while time.monotonic() < deadline:
                 progressed = False
@@ -448,7 +481,7 @@ class Collector:
                     break
         for conn in list(self._connections.values()):
             with contextlib.suppress(OSError):
-                conn.sock.shutdown(socket.SHUT_RD)
+                shutdown(conn.sock, socket.SHUT_RD)
         while self._connections:
             progressed = False
             for fd in list(self._connections):
@@ -484,7 +517,19 @@ class Collector:
             sock.setblocking(False)
             self.stats.connections += 1
             label = f"connection {self.stats.connections}"
-            if self._address.scheme == "tcp":
+            if self._tls is not None:
+                try:
+                    # The handshake runs in _read_tls, as the peer's bytes come.
+                    sock = self._tls.wrap_socket(
+                        sock, server_side=True, do_handshake_on_connect=False
+                    )
+                except OSError as exc:
+                    sock.close()
+                    self._report(logging.ERROR, "logfunnel: closed %s: %s", label, exc)
+                    continue
+                conn = _Connection(sock, _TLS, label)
+                conn.tls = True
+            elif self._address.scheme == "tcp":
                 conn = _Connection(sock, _AUTH, label)
                 conn.nonce = secrets.token_bytes(32)
                 try:
@@ -505,19 +550,25 @@ class Collector:
         conn = self._connections.get(fd)
         if conn is None or conn.paused:
             return False
-        try:
-            # Into one reused buffer: a fresh 256 KiB bytes object per read
-            # would cost an mmap, page faults and an munmap each time.
-            size = conn.sock.recv_into(self._recv_view)
-        except (BlockingIOError, InterruptedError):
-            return False
-        except ConnectionResetError:
-            # A producer killed with our handshake answer unread resets the
-            # connection: that is its end, as an EOF is, not a collector error.
-            size = 0
-        except OSError as exc:
-            self._close(conn, f"read failed: {exc}")
-            return False
+        if conn.tls:
+            size = self._read_tls(conn)
+            if size < 0:
+                return size == _STEPPED
+        else:
+            try:
+                # Into one reused buffer: a fresh 256 KiB bytes object per read
+                # would cost an mmap, page faults and an munmap each time.
+                size = conn.sock.recv_into(self._recv_view)
+            except (BlockingIOError, InterruptedError):
+                return False
+            except ConnectionResetError:
+                # A producer killed with our handshake answer unread resets the
+                # connection: that is its end, as an EOF is, not a collector error.
+                size = 0
+            except OSError as exc:
+                self._close(conn, f"read failed: {exc}")
+                return False
+            conn.buf += self._recv_view[:size]
         if not size:
             if conn.buf:
                 self.stats.partial_frames += 1
@@ -530,11 +581,15 @@ class Collector:
                 )
             self._close(conn, None)
             return False
-        conn.buf += self._recv_view[:size]
         try:
             if conn.state == _ACKS:
                 raise FrameError("sent data on its acknowledgement channel")
             if conn.state != _STREAM:
+                if not conn.tls and bytes(conn.buf[:3]) in _TLS_RECORDS:
+                    raise FrameError(
+                        "it speaks TLS, and this collector listens without: "
+                        f"give it the {self._address.scheme}:// address"
+                    )
                 self._frames(conn)  # the handshake: stops where it ends
             if conn.state == _STREAM and conn.buf:
                 conn.since = time.monotonic()
@@ -548,6 +603,85 @@ class Collector:
             self.stats.bad_connections += 1
             self._close(conn, str(exc))
         return True
+
+    def _read_tls(self, conn: _Connection) -> int:
+        """``_read``'s part for a TLS connection: a handshake step, or the bytes it has.
+
+        The bytes are added to ``conn.buf``; returns their count (0: the peer
+        ended), or ``_NOTHING``, or ``_STEPPED`` for a handshake step. A read
+        takes what the kernel has, up to a buffer's worth, then what TLS
+        decrypted beyond it, which the selector would never report.
+        """
+        if conn.state == _TLS:
+            return self._tls_handshake(conn)
+        ssl = self._ssl
+        sock = conn.sock
+        view = self._recv_view
+        room = len(view)
+        got = 0
+        ended = False
+        try:
+            while got < room:
+                size = sock.recv_into(view[got:])
+                if not size:
+                    ended = True
+                    break
+                got += size
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, InterruptedError):
+            pass
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError):
+            ended = True  # an end without TLS's close_notify is an end, as over TCP
+        except OSError as exc:
+            self._close(conn, f"read failed: {exc}")
+            return _NOTHING
+        if got:
+            conn.buf += view[:got]
+            left = sock.pending() if not ended else 0  # type: ignore[attr-defined]
+            if left:
+                data = sock.recv(left)
+                conn.buf += data
+                got += len(data)
+            return got
+        return 0 if ended else _NOTHING
+
+    def _tls_handshake(self, conn: _Connection) -> int:
+        """One step of a peer's TLS handshake; once done, greet it as over TCP (the
+        challenge when there is a key, else ``NO_CHALLENGE``)."""
+        ssl = self._ssl
+        sock = conn.sock
+        try:
+            sock.do_handshake()  # type: ignore[attr-defined]
+        except ssl.SSLWantReadError:
+            self._watch(conn, selectors.EVENT_READ)
+            return _NOTHING
+        except ssl.SSLWantWriteError:
+            self._watch(conn, selectors.EVENT_READ | selectors.EVENT_WRITE)
+            return _NOTHING
+        except OSError as exc:
+            from ._tls import handshake_failure
+
+            self.stats.bad_connections += 1
+            self._close(conn, f"refused: {handshake_failure(exc)}")
+            return _NOTHING
+        self._watch(conn, selectors.EVENT_READ)
+        if self._address.key is not None:
+            conn.nonce = secrets.token_bytes(32)
+            greeting, conn.state = challenge_frame(conn.nonce), _AUTH
+        else:
+            greeting, conn.state = NO_CHALLENGE, _HELLO
+        try:
+            sock.sendall(greeting)
+        except OSError as exc:
+            self._close(conn, f"could not greet it after the TLS handshake: {exc}")
+            return _NOTHING
+        conn.since = time.monotonic()
+        return _STEPPED
+
+    def _watch(self, conn: _Connection, events: int) -> None:
+        """Have the selector report ``events`` for ``conn`` (a TLS handshake may wait to write)."""
+        with contextlib.suppress(KeyError, ValueError):
+            if self._selector.get_key(conn.sock).events != events:
+                self._selector.modify(conn.sock, events, conn)
 
     def _in_line(self, conn: _Connection) -> bool:
         """Whether the bytes ``conn`` holds begin a line (else a frame)."""
@@ -678,14 +812,14 @@ class Collector:
             conn.label = f"pid {hello.identity[1]} on {hello.identity[0]}"
             self.stats.producers.add(hello.identity)
             answer = self._config_frame
-            if hello.ack and self._address.scheme == "tcp":
+            if hello.ack and self._address.scheme != "unix":
                 answer = self._resume(conn, hello.stream, hello.seq)
             else:
                 # Lines carry no number, so a reconnect is where line mode sees a gap.
                 conn.expected = self._sequences.start(hello.stream, hello.seq, conn.label)
             try:
                 conn.sock.sendall(answer)
-            except BlockingIOError:
+            except self._would_block:
                 raise FrameError("peer does not read its handshake") from None
             except OSError:
                 pass  # the peer is gone already (killed mid-handshake): its EOF ends it
@@ -751,7 +885,7 @@ class Collector:
             return
         try:
             sent = channel.sock.send(out)
-        except (BlockingIOError, InterruptedError):
+        except self._would_block:
             sent = 0
         except OSError:
             return  # gone: its EOF ends it

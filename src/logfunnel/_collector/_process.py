@@ -39,6 +39,7 @@ from .._sinks._config import SinkConfig
 from .._sinks._routes import Routes, route_table
 from ._listen import remove_private_dir
 from ._loop import Collector, CollectorStats
+from ._tls import TLSFiles, server_context
 
 __all__ = ["LINGER", "ProcessCollector", "main"]
 
@@ -65,6 +66,7 @@ class ProcessCollector:
         loggers: dict[str, Any] | None,
         *,
         final: bool = True,
+        tls: TLSFiles | None = None,
     ) -> None:
         self._listener = listener
         self._address = address
@@ -77,6 +79,7 @@ class ProcessCollector:
             "sys_path": [p for p in sys.path if isinstance(p, str)],
             "cwd": os.getcwd(),
             "final": final,
+            "tls": None if tls is None else tls.to_json(),
         }
         self._control: socket.socket | None = None
         self._reader: Any = None
@@ -337,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         address = parse_address(spec["address"])
         config = SinkConfig.from_json(spec["sinks"])
         sinks, level = _build_sinks(config)
+        tls = spec.get("tls")
         collector = Collector(
             listener,
             address,
@@ -348,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
                 None if spec["loggers"] is None else _merged_loggers(spec["loggers"], config.config)
             ),
             final=spec.get("final", True),
+            tls=None if tls is None else server_context(TLSFiles(**tls)),
         )
     except Exception as exc:
         control.sendall(json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode() + b"\n")

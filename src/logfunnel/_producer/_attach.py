@@ -16,6 +16,11 @@ from .._protocol._loggers import apply as apply_loggers
 from .._protocol._loggers import restore as restore_loggers
 from ._handler import FunnelHandler, write_stderr
 
+# typing is for the type checker only: every worker imports this module.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ssl
+
 __all__ = ["attach", "attached", "detach", "set_aside"]
 
 _attach_lock = threading.RLock()
@@ -50,6 +55,7 @@ def attach(
     level: int | None = None,
     timeout: float = 10.0,
     fallback: bool = False,
+    tls: ssl.SSLContext | None = None,
 ) -> FunnelHandler:
     """Make this process log as the funnel's parent does, into the collector at ``address``.
 
@@ -66,6 +72,12 @@ def attach(
     wants are never sent), or ``level``. Attaching again to the same address
     returns the same handler. It works as a pool initializer:
     ``Pool(n, initializer=logfunnel.attach, initargs=(funnel.address,))``.
+
+    For a ``tls://`` address, ``tls`` is the client context to use; without
+    it one is made from ``$LOGFUNNEL_TLS_CA`` (the CA that signed the
+    collector's certificate; unset: the system's trust store) and, for a
+    collector that wants client certificates, ``$LOGFUNNEL_TLS_CERT`` and
+    ``$LOGFUNNEL_TLS_KEY``. The collector's host name is checked.
 
     Raises ``AttachError`` if no collector answers within ``timeout`` seconds,
     or with ``fallback=True`` says so in one line on stderr and attaches all
@@ -95,7 +107,7 @@ def attach(
                             raise
                         _say_not_attached(exc)
                 return current
-        handler = FunnelHandler(text, key=key, timeout=timeout)
+        handler = FunnelHandler(text, key=key, timeout=timeout, tls=tls)
         try:
             config = handler.connect()
         except AttachError as exc:

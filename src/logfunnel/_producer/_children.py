@@ -14,7 +14,9 @@ of the stdlib's own process classes arrives as the funnel's class of the
 same start method; a fork child inherits its parent's attachment. So a child
 attaches to its parent's funnel whatever its start method, even where the
 environment it inherits is older than the funnel (a forkserver started
-before it). This module needs ``multiprocessing.process`` only, so it can be
+before it). For a ``tls://`` address the TLS files' environment variables
+(``LOGFUNNEL_TLS_CA``, ``_CERT``, ``_KEY``: paths, never the files) travel
+with it, for the same reason. This module needs ``multiprocessing.process`` only, so it can be
 put in place while ``multiprocessing`` itself is still being imported.
 """
 
@@ -29,6 +31,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+from .._protocol._address import ENV_TLS_CA, ENV_TLS_CERT, ENV_TLS_KEY
 from ._attach import attach, attached
 
 __all__ = ["adopt_children", "attaching_run", "release_children"]
@@ -39,8 +42,27 @@ _STDLIB_RUN: Callable[[Any], None] = mpp.BaseProcess.run
 _crash_log = logging.getLogger("logfunnel")
 
 
+def tls_environment(address: str, **given: str | None) -> dict[str, str] | None:
+    """For a ``tls://`` address: the TLS variables a child needs, as this process has them
+    (``given`` first: ``LOGFUNNEL_TLS_CA=...``); None for another address."""
+    if not address.startswith("tls:"):
+        return None
+    import os
+
+    names = (ENV_TLS_CA, ENV_TLS_CERT, ENV_TLS_KEY)
+    found = {name: given.get(name) or os.environ.get(name) for name in names}
+    return {name: value for name, value in found.items() if value}
+
+
 def _begin(process: Any) -> None:
     address = getattr(process, "_logfunnel_address", None)
+    tls = getattr(process, "_logfunnel_tls", None)
+    if tls:
+        import os
+
+        # Where the child's environment is older than the funnel (a forkserver).
+        for name, value in tls.items():
+            os.environ.setdefault(name, value)
     if address is not None:
         # A child that starts after its funnel stopped still runs: its
         # records go to stderr, counted, as they would a moment later.
@@ -155,7 +177,12 @@ def _reduce_ex(self: Any, protocol: Any) -> Any:
         from ._context import adopted_class
 
         kind = adopted_class(self)
-        state = {**state, "_logfunnel_address": handler._address.with_key()}
+        address = handler._address.with_key()
+        state = {
+            **state,
+            "_logfunnel_address": address,
+            "_logfunnel_tls": tls_environment(address),
+        }
     return _rebuild, (kind, state)
 
 

@@ -1,7 +1,9 @@
 """The producer's side of the handshake: connect, authenticate, say hello.
 
 Every step has the handler's timeout, so an address where nothing (or
-something else) listens gives an ``AttachError`` instead of a hang.
+something else) listens gives an ``AttachError`` instead of a hang. A
+``tls://`` address first makes the connection TLS (``_tls``, which only such
+an address imports).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from .._protocol._address import ENV_KEY, Address, AttachError
 from .._protocol._codec import HEADER, KIND_AUTH, KIND_CONFIG, FrameError, decode_json
 from .._protocol._handshake import (
     CHALLENGE_MAGIC,
+    GREETING_SIZE,
+    NO_CHALLENGE,
     NONCE_SIZE,
     ack_channel_frame,
     answer_challenge,
@@ -23,6 +27,7 @@ from .._protocol._handshake import (
 # typing is for the type checker only: every worker imports this module.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import ssl
     from typing import Any, Final
 
 __all__ = [
@@ -61,25 +66,28 @@ def _recv_frame(sock: socket.socket, limit: int = 1 << 20) -> tuple[int, bytes]:
     return kind, _recv_exact(sock, length - 1)
 
 
-def open_ack_channel(address: Address, token: str, timeout: float) -> socket.socket:
+def open_ack_channel(
+    address: Address, token: str, timeout: float, tls: ssl.SSLContext | None = None
+) -> socket.socket:
     """The connection on which the collector acknowledges (see ``_handshake.AckChannel``)."""
-    sock, _ = _handshake(address, ack_channel_frame(token), timeout)
+    sock, _ = _handshake(address, ack_channel_frame(token), timeout, tls)
     return sock
 
 
 def client_handshake(
-    address: Address, hello: dict[str, Any], timeout: float
+    address: Address, hello: dict[str, Any], timeout: float, tls: ssl.SSLContext | None = None
 ) -> tuple[socket.socket, dict[str, Any]]:
     """Connect, authenticate, say hello; returns the socket and the collector's config.
 
     Every step has ``timeout``, so an address where nothing (or something
-    else) listens gives an ``AttachError`` instead of a hang.
+    else) listens gives an ``AttachError`` instead of a hang. ``tls``: the
+    context for a ``tls://`` address (None: one from the environment).
     """
-    return _handshake(address, hello_frame(hello), timeout)
+    return _handshake(address, hello_frame(hello), timeout, tls)
 
 
 def _handshake(
-    address: Address, hello: bytes, timeout: float
+    address: Address, hello: bytes, timeout: float, tls: ssl.SSLContext | None = None
 ) -> tuple[socket.socket, dict[str, Any]]:
     sock = socket.socket(address.family, socket.SOCK_STREAM)
     try:
@@ -91,7 +99,11 @@ def _handshake(
                 f"no logfunnel collector at {address} ({exc.strerror or exc}); "
                 "is the Funnel running, and is this the address it printed?"
             ) from exc
-        if address.scheme == "tcp":
+        if address.scheme == "tls":
+            from . import _tls
+
+            sock = _tls.wrap(sock, address, tls)
+        if address.scheme != "unix":
             _client_authenticate(sock, address)
         sock.sendall(hello)
         kind, body = _recv_frame(sock)
@@ -101,29 +113,55 @@ def _handshake(
         if "refused" in config:
             raise AttachError(f"the collector at {address} refused us: {config['refused']}")
         sock.settimeout(None)
-        if address.scheme == "tcp":
+        if address.scheme != "unix":
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except TimeoutError as exc:
         sock.close()
+        hint = ""
+        if address.scheme == "tcp":
+            hint = " (a tls:// collector says nothing to a plain tcp:// producer)"
         raise AttachError(
-            f"the logfunnel collector at {address} did not answer in {timeout} s"
+            f"the logfunnel collector at {address} did not answer in {timeout} s{hint}"
         ) from exc
     except (FrameError, OSError) as exc:
         sock.close()
         if isinstance(exc, AttachError):
             raise
+        if address.scheme == "tls":
+            from . import _tls
+
+            said = _tls.attach_error(exc, address)
+            if said is not None:
+                raise said from exc
         raise AttachError(f"handshake with {address} failed: {exc}") from exc
     return sock, config
 
 
 def _client_authenticate(sock: socket.socket, address: Address) -> None:
+    """Answer the collector's challenge, and check its answer to ours; over TLS a
+    collector that knows producers by their certificates alone sends none."""
     import hmac  # TCP only: a Unix-socket producer never loads it
 
-    if address.key is None:
+    if address.key is None and address.scheme == "tcp":
         raise AttachError(f"{address} needs a key: add ?key=HEX to the address or set ${ENV_KEY}")
-    greeting = _recv_exact(sock, len(CHALLENGE_MAGIC) + NONCE_SIZE)
+    try:
+        greeting = _recv_exact(sock, GREETING_SIZE)
+    except AttachError as exc:
+        if address.scheme == "tls":
+            raise
+        raise AttachError(
+            f"the collector at {address} closed the connection before its challenge: "
+            "a tls:// collector closes a plain tcp:// producer that does not start TLS"
+        ) from exc
+    if address.scheme == "tls" and greeting == NO_CHALLENGE:
+        return
     if not greeting.startswith(CHALLENGE_MAGIC):
         raise AttachError(f"{address} is not a logfunnel collector")
+    if address.key is None:
+        raise AttachError(
+            f"the collector at {address} asks for a key: add ?key=HEX to the address "
+            f"or set ${ENV_KEY}"
+        )
     server_nonce = greeting[len(CHALLENGE_MAGIC) :]
     my_nonce = os.urandom(NONCE_SIZE)
     body = answer_challenge(address.key, server_nonce) + my_nonce

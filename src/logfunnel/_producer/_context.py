@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 from .._protocol._address import parse_address
-from ._children import attaching_run
+from ._children import attaching_run, tls_environment
 
 __all__ = ["FunnelContext", "adopted_class", "funnel_context"]
 
@@ -78,7 +78,9 @@ class FunnelContext(mpc.BaseContext):
     locks, events) behaves as in the plain context of the same start method.
     """
 
-    def __init__(self, address: str, method: str | None = None) -> None:
+    def __init__(
+        self, address: str, method: str | None = None, tls: dict[str, str] | None = None
+    ) -> None:
         if method is None:
             method = multiprocessing.get_start_method(allow_none=True) or (
                 multiprocessing.get_context().get_start_method()
@@ -89,6 +91,8 @@ class FunnelContext(mpc.BaseContext):
                 f"choose one of {sorted(_PROCESS_CLASSES)}"
             )
         self._address = address
+        # For a tls:// address: the TLS files' variables each child sets (see _children).
+        self._tls = tls if tls is not None else tls_environment(address)
         self._name = method
         self._base = _BASE_CONTEXTS[method]()
         self._process_class = _PROCESS_CLASSES[method]
@@ -101,6 +105,7 @@ class FunnelContext(mpc.BaseContext):
     def Process(self, *args: Any, **kwargs: Any) -> Any:
         process = self._process_class(*args, **kwargs)
         process._logfunnel_address = self._address
+        process._logfunnel_tls = self._tls
         # The stdlib names a process after its class ("SpawnProcess-3", and a
         # pool renames that "SpawnPoolWorker-3"): keep the stdlib's names, which
         # formats and log parsers know, not the subclass's.
@@ -115,7 +120,7 @@ class FunnelContext(mpc.BaseContext):
     def get_context(self, method: str | None = None) -> Any:
         if method is None or method == self._name:
             return self
-        return FunnelContext(self._address, method)
+        return FunnelContext(self._address, method, self._tls)
 
     def set_start_method(self, method: str | None, force: bool = False) -> None:
         raise ValueError("a FunnelContext has a fixed start method; ask the funnel for another")

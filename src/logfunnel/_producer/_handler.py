@@ -6,7 +6,7 @@ producer that then calls ``os._exit`` or is SIGKILLed has lost nothing. There
 is no buffer or thread in the producer to die with it. A full socket blocks the
 caller, so a slow collector gives backpressure and memory stays bounded.
 
-Over TCP a link can drop with records in flight, so there the handler also
+Over TCP (and TLS) a link can drop with records in flight, so there the handler also
 keeps the bytes it sent until the collector acknowledges them (a bounded
 resend buffer, ``_resend``). After a cut it reconnects with a capped,
 growing delay, says where its stream stands and sends again what was not
@@ -41,6 +41,7 @@ from ._format import ProducerFormatter, format_text
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
+    import ssl
     from collections.abc import Callable
     from types import ModuleType
     from typing import Any, Final
@@ -107,6 +108,9 @@ class FunnelHandler(Handler):
     subclass can change one of them: ``prepare`` returns the bytes that
     go on the wire for a record, whatever the mode (see ``_collector``), and
     ``send`` writes them.
+
+    ``tls`` is the ``ssl.SSLContext`` for a ``tls://`` address; without it
+    one is made from the environment at the first connection (see ``_tls``).
     """
 
     def __init__(
@@ -116,6 +120,7 @@ class FunnelHandler(Handler):
         key: bytes | str | None = None,
         timeout: float = 10.0,
         level: int = 0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(level)
         if not _trace_watched:
@@ -126,6 +131,18 @@ class FunnelHandler(Handler):
                 f"FunnelHandler needs an address: pass the Funnel's .address or set ${ENV_ADDRESS}"
             )
         self._address = parse_address(text, key)
+        # For a tls:// address: the client context (None until the first connection
+        # makes one from the environment, see _tls).
+        self._tls = tls
+        # How the acknowledgement channel is read, without waiting and waiting (a TLS
+        # one has its own way): one attribute, for the 29 (see below).
+        self._channel_io: (
+            tuple[
+                Callable[[socket.socket], tuple[bytes, bool]],
+                Callable[[socket.socket, float], bool],
+            ]
+            | None
+        ) = None
         # Over TCP: checks the connection before each send (see _connect.check_open).
         self._check_open: Callable[[socket.socket], None] | None = None
         self.timeout = timeout
@@ -208,7 +225,16 @@ class FunnelHandler(Handler):
 
         self._drop_connection()
         self._pid = os.getpid()
-        tcp = self._address.scheme == "tcp"
+        scheme = self._address.scheme
+        network = scheme != "unix"
+        if scheme == "tls":
+            from . import _tls
+
+            if self._tls is None:
+                self._tls = _tls.client_context()
+            self._channel_io = _tls.read_nowait, _tls.wait_readable
+        else:
+            self._channel_io = _connect.read_nowait, _connect.wait_readable
         hello = {
             "host": _connect.HOST,
             "pid": self._pid,
@@ -216,11 +242,15 @@ class FunnelHandler(Handler):
             # Where the stream stands: after a cut, its first unacknowledged record.
             "seq": self._resend.acked if self._resend is not None else self._seq,
             "stream": self._stream,
-            "ack": tcp,
+            "ack": network,
         }
         timeout = self.timeout if self._resend is None else min(self.timeout, _RECONNECT_TIMEOUT)
-        self._sock, self.config = _connect.client_handshake(self._address, hello, timeout)
-        self._check_open = _connect.check_open if tcp and _connect.CAN_PEEK else None
+        self._sock, self.config = _connect.client_handshake(
+            self._address, hello, timeout, self._tls
+        )
+        # A TLS socket cannot be peeked at; a TLS collector always acknowledges instead.
+        check = scheme == "tcp" and _connect.CAN_PEEK
+        self._check_open = _connect.check_open if check else None
         self._formatters = [ProducerFormatter(spec) for spec in self.config.get("formats", ())]
         self._structured = bool(self.config.get("structured", True))
         lines = self.config.get("lines")
@@ -232,14 +262,14 @@ class FunnelHandler(Handler):
         if self.config.get("overflow") == "drop":
             from ._overflow import DropNewest
 
-            self._dropper = self._dropper or DropNewest()
+            self._dropper = self._dropper or DropNewest(tls=scheme == "tls")
             self._dropper.restart()
         else:
             self._dropper = None
-        if tcp and self.config.get("ack") is True:
+        if network and self.config.get("ack") is True:
             try:
                 self._ack_sock = _connect.open_ack_channel(
-                    self._address, str(self.config.get("channel")), timeout
+                    self._address, str(self.config.get("channel")), timeout, self._tls
                 )
             except AttachError:
                 self._drop_connection()
@@ -399,18 +429,18 @@ class FunnelHandler(Handler):
         more comes, so it reads to the end of it and then acknowledges once more
         before it closes the channel (see ``_collector._loop``).
         """
-        from . import _connect
-
         resend, acks, channel = self._resend, self._acks, self._ack_sock
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
         deadline = time.monotonic() + _RECONNECT_TIMEOUT
+        assert self._channel_io is not None
+        read_nowait, wait_readable = self._channel_io
         while channel is not None and acks is not None and time.monotonic() < deadline:
             try:
-                if not _connect.wait_readable(channel, deadline - time.monotonic()):
+                if not wait_readable(channel, deadline - time.monotonic()):
                     break
-                data, ended = _connect.read_nowait(channel)
+                data, ended = read_nowait(channel)
                 if data:
                     acks.feed(data)
             except (OSError, FrameError):
@@ -463,13 +493,12 @@ class FunnelHandler(Handler):
 
     def _read_acks(self) -> None:
         """Take the acknowledgements that arrived, without waiting; raise if the link ended."""
-        from . import _connect
-
         sock, acks, resend = self._ack_sock, self._acks, self._resend
         assert sock is not None
         assert acks is not None
         assert resend is not None
-        data, ended = _connect.read_nowait(sock)
+        assert self._channel_io is not None
+        data, ended = self._channel_io[0](sock)
         if data:
             acks.feed(data)
         if acks.acked > self._seq:
@@ -485,13 +514,11 @@ class FunnelHandler(Handler):
         """Before a broken link's channel is closed: acknowledgements already in its buffer
         still count (they are read every few records only), so the next collector is not
         sent again what the last one wrote. True if they end with the collector's bye."""
-        from . import _connect
-
         sock, acks, resend = self._ack_sock, self._acks, self._resend
-        if sock is None or acks is None or resend is None:
+        if sock is None or acks is None or resend is None or self._channel_io is None:
             return False
         try:
-            data, _ = _connect.read_nowait(sock)
+            data, _ = self._channel_io[0](sock)
             acks.feed(data)
         except (OSError, FrameError):
             return False
@@ -548,8 +575,6 @@ class FunnelHandler(Handler):
     def _await_acks(self, done: Callable[[], bool], patience: float) -> bool:
         """Read acknowledgements until ``done()``, connecting again after a cut; False once
         ``patience`` is over. A bye from the collector is raised (``_CollectorStopped``)."""
-        from . import _connect
-
         deadline = time.monotonic() + patience
         tried = False  # one try even with no patience: a reconnect, or the acks waiting
         while not done():
@@ -565,7 +590,8 @@ class FunnelHandler(Handler):
                 continue
             try:
                 assert self._ack_sock is not None
-                if _connect.wait_readable(self._ack_sock, max(0.0, min(0.5, deadline - now))):
+                assert self._channel_io is not None
+                if self._channel_io[1](self._ack_sock, max(0.0, min(0.5, deadline - now))):
                     self._read_acks()
             except _CollectorStopped:
                 raise

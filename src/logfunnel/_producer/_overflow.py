@@ -16,6 +16,11 @@ follows:
   ``logfunnel: dropped N record(s) ...``, with ``logfunnel_dropped=N``, so the
   count reaches the sinks with the rest of the log. The handler's ``dropped``
   attribute keeps the total.
+
+A TLS socket takes no ``MSG_DONTWAIT``: it is made non-blocking for the
+send. When TLS cannot take a frame at once it may already hold part of it,
+and must be given the same bytes again; so that frame counts as started (it
+is finished later, as one sent in part), not as dropped.
 """
 
 from __future__ import annotations
@@ -36,10 +41,11 @@ _FLAGS: Final = getattr(socket, "MSG_DONTWAIT", 0)
 class DropNewest:
     """A producer's sender under the drop policy (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, tls: bool = False) -> None:
         #: Records dropped since the last count that reached the collector.
         self.unreported = 0
         self._pending = memoryview(b"")
+        self._tls = tls
 
     def send(self, sock: socket.socket, frame: bytes) -> bool:
         """Send ``frame`` without waiting; False if it was dropped.
@@ -54,7 +60,7 @@ class DropNewest:
             self.unreported += 1
             return False
         if sent < len(frame):
-            self._pending = memoryview(frame)[sent:]
+            self._pending = memoryview(frame)[max(sent, 0) :]
         return True
 
     def ready_to_report(self, sock: socket.socket) -> int:
@@ -72,7 +78,7 @@ class DropNewest:
             if sent == 0:
                 return False
             if sent < len(frame):
-                self._pending = memoryview(frame)[sent:]
+                self._pending = memoryview(frame)[max(sent, 0) :]
         self.unreported = 0
         return True
 
@@ -89,12 +95,26 @@ class DropNewest:
     def _push(self, sock: socket.socket) -> bool:
         """Try to finish a started frame; True once nothing is pending."""
         sent = self._send_some(sock, self._pending)
-        self._pending = self._pending[sent:]
+        self._pending = self._pending[max(sent, 0) :]
         return not self._pending
 
-    @staticmethod
-    def _send_some(sock: socket.socket, data: memoryview) -> int:
+    def _send_some(self, sock: socket.socket, data: memoryview) -> int:
+        """How much of ``data`` went out now: 0 none, -1 (TLS) started, to be given again."""
+        if self._tls:
+            return _send_some_tls(sock, data)
         try:
             return sock.send(data, _FLAGS)
         except (BlockingIOError, InterruptedError):
             return 0
+
+
+def _send_some_tls(sock: socket.socket, data: memoryview) -> int:
+    import ssl  # a TLS producer has it already
+
+    sock.setblocking(False)
+    try:
+        return sock.send(data)
+    except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+        return -1
+    finally:
+        sock.setblocking(True)

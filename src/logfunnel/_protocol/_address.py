@@ -9,6 +9,14 @@ cannot (``initargs``, environment variables, spawn pickles):
   hosts. Every peer must answer an HMAC-SHA256 challenge with the shared key
   before anything it sends is read as a record; it then checks the collector's
   answer to its own challenge.
+* ``tls://HOST:PORT?key=HEX`` - TCP inside TLS (the stdlib ``ssl`` module).
+  The producer checks the collector's certificate and host name; the
+  collector knows producers by the HMAC key, by client certificates, or by
+  both. The files TLS needs never travel in the address: a producer reads
+  them from ``$LOGFUNNEL_TLS_CA`` (the CA bundle that signed the collector's
+  certificate; unset: the system's trust store), and for client certificates
+  ``$LOGFUNNEL_TLS_CERT`` and ``$LOGFUNNEL_TLS_KEY``. So the address stays
+  short, and holds nothing secret but the key, which ``str()`` never shows.
 """
 
 from __future__ import annotations
@@ -21,10 +29,27 @@ if TYPE_CHECKING:
     from typing import Any, Final
 
 
-__all__ = ["ENV_ADDRESS", "ENV_KEY", "Address", "AttachError", "parse_address"]
+__all__ = [
+    "ENV_ADDRESS",
+    "ENV_KEY",
+    "ENV_TLS_CA",
+    "ENV_TLS_CERT",
+    "ENV_TLS_KEY",
+    "NETWORK_SCHEMES",
+    "Address",
+    "AttachError",
+    "parse_address",
+]
 
 ENV_ADDRESS: Final = "LOGFUNNEL_ADDRESS"
 ENV_KEY: Final = "LOGFUNNEL_KEY"
+#: A producer's CA bundle for a ``tls://`` collector's certificate (unset: the system's).
+ENV_TLS_CA: Final = "LOGFUNNEL_TLS_CA"
+#: A producer's client certificate (PEM, may hold its key too) and key, for mutual TLS.
+ENV_TLS_CERT: Final = "LOGFUNNEL_TLS_CERT"
+ENV_TLS_KEY: Final = "LOGFUNNEL_TLS_KEY"
+#: The schemes that cross a network: authenticated, and acknowledged.
+NETWORK_SCHEMES: Final = ("tcp", "tls")
 
 
 class AttachError(ConnectionError):
@@ -44,7 +69,7 @@ class Address:
     def __init__(
         self, scheme: str, path: str = "", host: str = "", port: int = 0, key: bytes | None = None
     ) -> None:
-        self.scheme = scheme  # "unix" or "tcp"
+        self.scheme = scheme  # "unix", "tcp" or "tls"
         self.path = path
         self.host = host
         self.port = port
@@ -66,7 +91,7 @@ class Address:
         if self.scheme == "unix":
             return f"unix:{self.path}"
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"tcp://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
 
     def with_key(self) -> str:
         """The address with its key, as ``attach()`` takes it."""
@@ -96,20 +121,30 @@ def parse_address(text: str, key: bytes | str | None = None) -> Address:
         if not path:
             raise ValueError(f"address {text!r} has no socket path")
         return Address("unix", path=path)
-    if text.startswith("tcp://"):
+    scheme = text.split("://", 1)[0] if "://" in text else ""
+    if scheme in NETWORK_SCHEMES:
         from urllib.parse import parse_qs, urlsplit  # TCP only: Unix-socket workers skip it
 
-        parts = urlsplit(text)
-        if parts.hostname is None or parts.port is None:
-            raise ValueError(f"address {text!r} must look like tcp://HOST:PORT")
+        try:
+            parts = urlsplit(text)
+            valid = parts.hostname is not None and parts.port is not None
+        except ValueError:  # a port that is not a number, or out of range
+            valid = False
+        if not valid:
+            raise ValueError(f"address {text!r} must look like {scheme}://HOST:PORT")
         query = parse_qs(parts.query)
         key_bytes = _key_bytes(key)
         if key_bytes is None and "key" in query:
             key_bytes = _key_bytes(query["key"][0])
         if key_bytes is None and os.environ.get(ENV_KEY):
             key_bytes = _key_bytes(os.environ[ENV_KEY])
-        return Address("tcp", host=parts.hostname, port=parts.port, key=key_bytes)
-    raise ValueError(f"unknown logfunnel address {text!r}: expected unix:PATH or tcp://HOST:PORT")
+        assert parts.hostname is not None
+        assert parts.port is not None
+        return Address(scheme, host=parts.hostname, port=parts.port, key=key_bytes)
+    raise ValueError(
+        f"unknown logfunnel address {text!r}: expected unix:PATH, tcp://HOST:PORT "
+        "or tls://HOST:PORT"
+    )
 
 
 def _key_bytes(key: bytes | str | None) -> bytes | None:

@@ -3,7 +3,10 @@
 Over TCP the collector speaks first: ``challenge_frame`` (magic and a nonce).
 The producer answers with the HMAC of that nonce under the shared key and a
 nonce of its own; the collector checks it (``check_auth``) and proves it
-knows the key too. Then, on every transport, the producer says hello (who it
+knows the key too. Over TLS the collector speaks first as well, once the TLS
+handshake is done: the same challenge when it has a key, or
+``NO_CHALLENGE`` when client certificates alone say who may connect (a
+producer then needs no key). Then, on every transport, the producer says hello (who it
 is, which of its handler streams, where its count stands: ``parse_hello``)
 and the collector answers with its configuration (``config_frame``).
 Nothing here touches a socket.
@@ -38,7 +41,9 @@ if TYPE_CHECKING:
 __all__ = [
     "ACCEPTED_VERSIONS",
     "CHALLENGE_MAGIC",
+    "GREETING_SIZE",
     "NONCE_SIZE",
+    "NO_CHALLENGE",
     "AckChannel",
     "Hello",
     "VersionRefused",
@@ -57,6 +62,10 @@ CHALLENGE_MAGIC: Final = b"LFUNAUTH"
 #: The producer protocol versions this collector reads.
 ACCEPTED_VERSIONS: Final = (PROTOCOL_VERSION,)
 NONCE_SIZE: Final = 32
+#: The collector's first bytes to a TLS peer it knows by its certificate alone.
+NO_CHALLENGE: Final = b"LFUNCERT" + bytes(NONCE_SIZE)
+#: The size of either greeting: a challenge, or ``NO_CHALLENGE``.
+GREETING_SIZE: Final = len(CHALLENGE_MAGIC) + NONCE_SIZE
 
 
 class Hello:
