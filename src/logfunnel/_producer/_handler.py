@@ -34,7 +34,7 @@ from logging import WARNING, Formatter, Handler, LogRecord
 from .._protocol._address import ENV_ADDRESS, AttachError, parse_address
 from .._protocol._codec import LINE_LIMIT, FrameError, encode_record, encode_text, record_body
 from .._threads import collector_threads
-from ._format import ProducerFormatter, format_text
+from ._format import format_text, producer_formatter
 
 # typing is for the type checker only: every worker imports this module.
 TYPE_CHECKING = False
@@ -132,11 +132,13 @@ class FunnelHandler(Handler):
         self._retry_at = 0.0
         self._fallback_formatter = Formatter(_FALLBACK_FORMAT)
         # The collector's text sinks, formatted here (see _sinks); empty: none.
-        self._formatters: list[ProducerFormatter] = []
+        self._formatters: list[Formatter] = []
+        # What each of those sinks writes after a record.
+        self._terminators: list[str] = []
         self._structured = True
         # Line mode (see _collector): the one formatter; the level below which
         # records are not sent (in line mode the sinks' level, else any).
-        self._line: ProducerFormatter | None = None
+        self._line: Formatter | None = None
         self._send_level = _ANY_LEVEL
         # Over TCP, once the collector acknowledges (see the module docstring):
         # records below ``_acked`` are written; the rest are in ``_resend``.
@@ -201,7 +203,9 @@ class FunnelHandler(Handler):
         timeout = self.timeout if self._resend is None else min(self.timeout, _RECONNECT_TIMEOUT)
         self._sock, self.config = _connect.client_handshake(self._address, hello, timeout)
         self._check_open = _connect.check_open if tcp and _connect.CAN_PEEK else None
-        self._formatters = [ProducerFormatter(spec) for spec in self.config.get("formats", ())]
+        specs = self.config.get("formats", ())
+        self._formatters = [producer_formatter(spec) for spec in specs]
+        self._terminators = [spec["terminator"] for spec in specs]
         self._structured = bool(self.config.get("structured", True))
         lines = self.config.get("lines")
         if lines is not None and len(self._formatters) == 1:
@@ -541,7 +545,10 @@ class FunnelHandler(Handler):
         formatters = self._formatters
         if not formatters:
             return encode_record(record, self._seq)
-        texts = [format_text(formatter, record) + formatter.terminator for formatter in formatters]
+        texts = [
+            format_text(formatter, record) + terminator
+            for formatter, terminator in zip(formatters, self._terminators, strict=True)
+        ]
         structured = record_body(record, self._seq) if self._structured else b""
         return encode_text(record.levelno, self._seq, texts, structured)
 
