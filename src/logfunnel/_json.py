@@ -154,7 +154,7 @@ class JSONFormatter(logging.Formatter):
     the default they follow the fields, in the record's order, each as
     itself where JSON holds it exactly and as its ``str()`` where it cannot.
     An extra named like one of the fields' keys is written as
-    ``extra_<name>``, so no key appears twice.
+    ``extra_<name>``, so that it never stands for the field.
 
     From ``dictConfig``: ``{"()": "logfunnel.JSONFormatter", "fields":
     [...]}``. Its options are plain data (``options``), which is how a
@@ -212,9 +212,15 @@ class JSONFormatter(logging.Formatter):
     def from_options(cls, options: Mapping[str, Any]) -> JSONFormatter:
         """The formatter ``options`` describes (a collector's handshake, a ``SinkConfig``)."""
         fields = options.get("fields")
-        return cls(
-            None if fields is None else dict(fields), extras=bool(options.get("extras", True))
-        )
+        if fields is not None and not isinstance(fields, Mapping):
+            # JSON has no tuples: names, or [name, key] pairs as ``options`` gives them.
+            try:
+                fields = dict((f, f) if isinstance(f, str) else tuple(f) for f in fields)
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"fields must be names or [name, key] pairs, not {fields!r}"
+                ) from None
+        return cls(fields, extras=bool(options.get("extras", True)))
 
     def __repr__(self) -> str:
         return f"<JSONFormatter fields={list(self.fields)} extras={self.extras}>"
@@ -245,7 +251,7 @@ class JSONFormatter(logging.Formatter):
             line += self._extras(d)
         line += "}"
         if not line.isascii():
-            line = _without_surrogates(line)
+            line = _safe_text(line)
         return line
 
     def _extras(self, d: dict[str, Any]) -> str:
@@ -322,14 +328,19 @@ class JSONFormatter(logging.Formatter):
         return lambda d, message: value(d.get(attribute))
 
 
-def _without_surrogates(line: str) -> str:
-    """``line`` with each lone surrogate made U+FFFD: strict JSON parsers refuse them."""
+def _safe_text(line: str) -> str:
+    """``line`` with each lone surrogate made U+FFFD (strict JSON parsers refuse them,
+    escaped or not) and the characters that ``str.splitlines`` and some other readers
+    take for line ends (U+0085, U+2028, U+2029) escaped: one record, one line."""
     try:
         line.encode("utf-8")
     except UnicodeEncodeError:
         import re
 
-        return re.sub("[\ud800-\udfff]", "\ufffd", line)
+        line = re.sub("[\ud800-\udfff]", "\ufffd", line)
+    if "\x85" in line or "\u2028" in line or "\u2029" in line:
+        line = line.replace("\x85", "\\u0085").replace("\u2028", "\\u2028")
+        line = line.replace("\u2029", "\\u2029")
     return line
 
 
