@@ -162,9 +162,11 @@ def sink_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     if not {"filename", "console", "config"} & set(given):
         given["console"] = True
     try:
-        SinkConfig(**given)
+        config = SinkConfig(**given)
     except (ValueError, TypeError) as exc:
         parser.error(str(exc))
+    if "formatter" in given:
+        given["formatter"] = config.formatter  # the options in full
     kwargs: dict[str, Any] = dict(given)
     if args.level is not None:
         kwargs["level"] = _level(parser, args.level)
