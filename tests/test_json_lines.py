@@ -66,6 +66,8 @@ def format_one(record: logging.LogRecord, formatter: logging.Formatter | None = 
     text = stream.getvalue()
     assert text.endswith("\n")
     assert text.count("\n") == 1, text[:300]
+    # Also for readers that split at U+2028 and the like (str.splitlines).
+    assert len(text.splitlines()) == 1, text[:300]
     return text[:-1]
 
 
@@ -173,6 +175,15 @@ class TestEveryLineIsJSON:
         got = strict(format_one(record("value %s", (jw.Unprintable(),))))
         assert "message could not be formatted: RuntimeError: no str for you" in got["message"]
 
+    def test_what_other_readers_take_for_line_ends_is_escaped(self) -> None:
+        """U+0085, U+2028 and U+2029, which ``str.splitlines`` and some shippers take
+        for line ends, are escaped: the record stays on one line for them too."""
+        message = "a\x85b\u2028c\u2029d"
+        line = format_one(record(message, key="\u2028"))
+        assert "\u2028" not in line
+        assert line.count("\\u2028") == 2
+        assert strict(line)["message"] == message
+
     def test_a_10_mib_message_is_one_line(self) -> None:
         """A 10 MiB message, newlines in it, is one line holding all of it."""
         message = ("x" * 1023 + "\n") * 10 * 1024
@@ -225,6 +236,21 @@ class TestFields:
         assert got["host"] == socket.gethostname()
         assert (got["process"], got["processName"]) == (rec.process, rec.processName)
         assert (got["thread"], got["threadName"]) == (rec.thread, rec.threadName)
+
+    def test_each_record_has_its_own_process_thread_and_second(self) -> None:
+        """Records from other threads, processes and seconds, one after the other
+        through one formatter, each carry their own values (nothing is kept from the
+        record before)."""
+        formatter = logfunnel.JSONFormatter()
+        for number in range(4):
+            rec = record()
+            rec.process, rec.processName = 100 + number % 2, f"p{number % 2}"
+            rec.thread, rec.threadName = 200 + number // 2, f"t{number // 2}"
+            rec.created = 1_700_000_000 + number * 0.6
+            got = strict(format_one(rec, formatter))
+            assert (got["process"], got["processName"]) == (rec.process, rec.processName)
+            assert (got["thread"], got["threadName"]) == (rec.thread, rec.threadName)
+            assert got["time"][:19] == f"2023-11-14T22:13:{20 + int(number * 0.6):02d}"
 
     @pytest.mark.parametrize("created", [0.0, 0.9999996, 1_700_000_025.5, 4_102_444_800.000001])
     def test_the_time_is_the_records_to_the_microsecond(self, created: float) -> None:
