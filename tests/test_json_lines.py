@@ -298,6 +298,9 @@ class TestFields:
         got = strict(format_one(rec))
         assert got["threadName"] is None
         assert got["time"] == "yesterday"
+        for created, shown in ((float("nan"), "nan"), (-1e20, "-1e+20")):
+            rec.created = created
+            assert strict(format_one(rec))["time"] == shown
 
     def test_unknown_fields_are_refused(self) -> None:
         """A misspelt field is an error that names the fields there are."""

@@ -82,6 +82,8 @@ _ATTRIBUTES: Final = (
     "threadName",
     "taskName",
 )
+#: The record attribute of a field whose name is not the attribute's.
+_ATTRIBUTE_OF: Final = {"level": "levelname", "logger": "name"}
 #: Every field name ``fields=`` accepts.
 FIELDS: Final = frozenset(_DERIVED) | frozenset(_ATTRIBUTES)
 
@@ -196,7 +198,7 @@ class JSONFormatter(logging.Formatter):
         # The time's cache: the text of one UTC second.
         self._second: int | None = None
         self._stamp = ""
-        # The fixed fields, the same on every line, as one %-template over their values.
+        # The fixed fields, field by field: a %-template over their values (see _getter).
         self._template = "{" + ",".join(
             encode_string(keys[name]).replace("%", "%%") + ":%s" for name in fixed
         )
@@ -284,16 +286,20 @@ class JSONFormatter(logging.Formatter):
         return self._encode_string(safe_str(value))
 
     def _string(self, value: object) -> str:
-        if isinstance(value, str) and type(value) is str:
+        """A text attribute: a str as itself, anything a filter put there by ``_value``."""
+        if isinstance(value, str) and type(value) is str:  # exact: a subclass may print otherwise
             return self._encode_string(value)
         return self._value(value)
 
     def _time(self, d: dict[str, Any], message: str) -> str:
-        created = d["created"]
-        if type(created) is not float and type(created) is not int:
-            return self._value(created)
-        micros = round(created * 1e6)
-        return f'{self._stamp_of(micros // 1_000_000)}{micros % 1_000_000:06d}Z"'
+        created = d.get("created")
+        if type(created) is float or type(created) is int:
+            try:
+                micros = round(created * 1e6)
+                return f'{self._stamp_of(micros // 1_000_000)}{micros % 1_000_000:06d}Z"'
+            except (ValueError, OverflowError, OSError):  # NaN, or beyond the calendar
+                pass
+        return self._value(created)
 
     def _stamp_of(self, second: int) -> str:
         """The line's time up to the second, cached: one ``strftime`` a second."""
@@ -311,21 +317,9 @@ class JSONFormatter(logging.Formatter):
             return lambda d, message: encode_string(message)
         if name == "host":
             return lambda d, message: self._host
-        attribute = {"level": "levelname", "logger": "name"}.get(name, name)
-        string = self._string
-        value = self._value
-        if name in (
-            "level",
-            "logger",
-            "processName",
-            "threadName",
-            "pathname",
-            "filename",
-            "module",
-            "funcName",
-        ):
-            return lambda d, message: string(d.get(attribute))
-        return lambda d, message: value(d.get(attribute))
+        attribute = _ATTRIBUTE_OF.get(name, name)
+        convert = self._string if attribute in _STRINGS else self._value
+        return lambda d, message: convert(d.get(attribute))
 
 
 def _safe_text(line: str) -> str:
@@ -362,7 +356,7 @@ def _compile(
     """One function that writes the fixed fields of a record, from its dict and message.
 
     The field by field way (``_getter``) costs a call per field; this is
-    the same text in one ``%`` over inline expressions, with the time's
+    the same text in one f-string over inline expressions, with the time's
     second and each run of steady attributes (``_STEADY``) reused from the
     record before. A record whose attributes are not what ``LogRecord``
     makes (one missing, a ``created`` that is not a number) makes it
@@ -385,7 +379,7 @@ def _compile(
     steady_last = False
     for index, name in enumerate(fixed):
         key = ("," if index else "") + encode_string(keys[name]) + ":"
-        attribute = {"level": "levelname", "logger": "name"}.get(name, name)
+        attribute = _ATTRIBUTE_OF.get(name, name)
         if name in _STEADY:
             if not steady_last:
                 runs.append(([], []))
