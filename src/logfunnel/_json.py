@@ -18,10 +18,12 @@ rule for extras is the wire's (``_protocol._codec.faithful``), so a record
 rebuilt in a collector formats as the original did.
 
 ``json.dumps`` builds an encoder on every call and walks a dict it would
-have to build first; the fixed fields are the same keys in the same order
-on every line, so their JSON key fragments are made once and each record
-costs one ``%`` over the escaped values (see ``_plan``). That keeps
-formatting in the producers at about the cost of a text line.
+have to build first, which costs about twice a text line. The fixed fields
+are the same keys in the same order on every line, so their key fragments
+are made once, the process and thread fields are bound into the template
+while they stay the same, and each record costs one ``%`` over a few values
+escaped by the C encoder (see ``JSONFormatter._fields``). That keeps
+formatting in the producers near the cost of a text line.
 """
 
 from __future__ import annotations
@@ -203,7 +205,32 @@ class JSONFormatter(logging.Formatter):
             encode_string(keys[name]).replace("%", "%%") + ":%s" for name in fixed
         )
         self._getters = [self._getter(name) for name in fixed]
-        self._fields = _compile(fixed, keys, self)
+        # The fast way (see _fields): the line as a list of parts, literal or
+        # filled in per record at the slots in _slots; steady values bound in.
+        self._line: list[str] = []
+        self._steady_slots: list[tuple[int, str]] = []
+        self._others: list[tuple[int, str, Callable[[object], str]]] = []
+        slots = dict.fromkeys(("level", "logger", "message", "time"), -1)
+        for index, name in enumerate(fixed):
+            self._line.append(("{" if not index else ",") + encode_string(keys[name]) + ":")
+            attribute = _ATTRIBUTE_OF.get(name, name)
+            if name in _STEADY:
+                self._steady_slots.append((len(self._line), attribute))
+            elif name in slots:
+                slots[name] = len(self._line)
+                if name == "time":
+                    self._line += ["", ""]  # the second (cached), then the microseconds
+            elif name == "host":
+                self._line.append(self._host)
+                continue
+            else:
+                convert = self._string if attribute in _STRINGS else self._value
+                self._others.append((len(self._line), attribute, convert))
+            self._line.append("")
+        if not fixed:
+            self._line.append("{")
+        self._slots = (slots["level"], slots["logger"], slots["message"], slots["time"])
+        self._steady: tuple[object, ...] | None = None
 
     @property
     def options(self) -> dict[str, Any]:
@@ -237,7 +264,7 @@ class JSONFormatter(logging.Formatter):
             message = safe_message(record)
         try:
             line = self._fields(d, message)
-        except Exception:  # an attribute a filter removed or replaced: field by field
+        except Exception:  # an attribute removed, a time that is not one: field by field
             line = self._template % tuple([get(d, message) for get in self._getters])
         if record.exc_info and not record.exc_text:
             # Cached on the record, as the stdlib's format does.
@@ -255,6 +282,50 @@ class JSONFormatter(logging.Formatter):
         if not line.isascii():
             line = _safe_text(line)
         return line
+
+    def _fields(self, d: dict[str, Any], message: str) -> str:
+        """The fixed fields of a record as ``LogRecord`` makes it, with no format to parse.
+
+        The field by field way (``_getter``) costs a call per field and a
+        ``%`` over a template. Here the line is a list of its parts: the keys
+        and the process and thread fields, which stay the same from one
+        record to the next of a thread, are in it already (bound again when
+        they change); a copy gets the record's level, logger, message and
+        time, and one ``join`` makes the line. The copy keeps a formatter
+        shared by several handlers safe across threads. A record whose
+        attributes are not what ``LogRecord`` makes (one missing, a time
+        that is not a number) raises, and ``format`` goes field by field.
+        """
+        steady = (d["process"], d["processName"], d["thread"], d["threadName"])
+        if steady != self._steady:
+            self._bind(steady)
+        parts = self._line.copy()
+        level, logger, text, when = self._slots
+        enc = self._encode_string
+        if level >= 0:
+            v = d["levelname"]
+            parts[level] = enc(v) if v.__class__ is str else self._value(v)
+        if logger >= 0:
+            v = d["name"]
+            parts[logger] = enc(v) if v.__class__ is str else self._value(v)
+        if text >= 0:
+            parts[text] = enc(message)
+        if when >= 0:
+            micros = round(d["created"] * 1e6)
+            parts[when] = self._stamp_of(micros // 1_000_000)
+            # Six digits, zero-padded, without a format to parse.
+            parts[when + 1] = str(micros % 1_000_000 + 1_000_000)[1:] + 'Z"'
+        for index, attribute, convert in self._others:
+            parts[index] = convert(d[attribute])
+        return "".join(parts)
+
+    def _bind(self, steady: tuple[object, ...]) -> None:
+        """Put the process and thread fields of this record's thread into the line."""
+        values = dict(zip(_STEADY_ORDER, steady, strict=True))
+        for index, attribute in self._steady_slots:
+            value = values[attribute]
+            self._line[index] = self._string(value) if attribute in _STRINGS else self._value(value)
+        self._steady = steady
 
     def _extras(self, d: dict[str, Any]) -> str:
         """``,"key":value`` for every extra attribute, in the record's order."""
@@ -342,87 +413,10 @@ def _safe_text(line: str) -> str:
 _PLAIN_SIZE: Final = len(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
 
 #: Record attributes that stay the same from one record to the next of a
-#: thread: a run of them in a line is encoded once and reused.
-_STEADY: Final = frozenset({"process", "processName", "thread", "threadName"})
+#: thread: they are bound into the template while they do (see ``_fields``).
+_STEADY_ORDER: Final = ("process", "processName", "thread", "threadName")
+_STEADY: Final = frozenset(_STEADY_ORDER)
 #: Attributes that are str on every ordinary record.
 _STRINGS: Final = frozenset(
     {"levelname", "name", "processName", "threadName", "pathname", "filename", "module", "funcName"}
 )
-
-
-def _compile(
-    fixed: list[str], keys: Mapping[str, str], formatter: JSONFormatter
-) -> Callable[[dict[str, Any], str], str]:
-    """One function that writes the fixed fields of a record, from its dict and message.
-
-    The field by field way (``_getter``) costs a call per field; this is
-    the same text in one f-string over inline expressions, with the time's
-    second and each run of steady attributes (``_STEADY``) reused from the
-    record before. A record whose attributes are not what ``LogRecord``
-    makes (one missing, a ``created`` that is not a number) makes it
-    raise, and ``format`` goes field by field instead.
-    """
-    encode_string = formatter._encode_string
-    literals: list[str] = []  # the text between values, passed in as locals
-    pieces: list[str] = []  # the f-string's parts: literals and value expressions
-    statements: list[str] = []
-    # Runs of steady fields: for each, its attributes and its template.
-    runs: list[tuple[list[str], list[str]]] = []
-    text = "{"
-
-    def put(expression: str) -> None:
-        nonlocal text
-        literals.append(text)
-        pieces.append(f"{{L{len(literals) - 1}}}{{{expression}}}")
-        text = ""
-
-    steady_last = False
-    for index, name in enumerate(fixed):
-        key = ("," if index else "") + encode_string(keys[name]) + ":"
-        attribute = _ATTRIBUTE_OF.get(name, name)
-        if name in _STEADY:
-            if not steady_last:
-                runs.append(([], []))
-                put(f"cache[{2 * len(runs) - 1}]")
-            runs[-1][0].append(attribute)
-            runs[-1][1].append(key.replace("%", "%%") + "%s")
-            steady_last = True
-            continue
-        steady_last = False
-        text += key
-        if name == "time":
-            statements.append("micros = round(d['created'] * 1e6)")
-            put("stamp(micros // 1000000)")
-            put("str(micros % 1000000 + 1000000)[1:]")
-            text += 'Z"'
-        elif name == "message":
-            put("enc(message)")
-        elif name == "host":
-            text += formatter._host
-        elif attribute in _STRINGS:
-            put(f"enc(v) if (v := d[{attribute!r}]).__class__ is str else value(v)")
-        else:
-            put(f"value(d[{attribute!r}])")
-    literals.append(text)
-    pieces.append(f"{{L{len(literals) - 1}}}")
-    for run, (attrs, parts) in enumerate(runs):
-        statements += [
-            f"now = ({''.join(f'd[{a!r}], ' for a in attrs)})",
-            f"if now != cache[{2 * run}]:",
-            f"    cache[{2 * run + 1}] = {''.join(parts)!r} % tuple(map(value, now))",
-            f"    cache[{2 * run}] = now",
-        ]
-    names = "".join(f", L{i}=L{i}" for i in range(len(literals)))
-    source = f"def fields(d, message, enc=enc, value=value, stamp=stamp, cache=cache{names}):\n"
-    source += "".join(f"    {line}\n" for line in statements)
-    source += f"    return f{''.join(pieces)!r}\n"
-    namespace: dict[str, Any] = {
-        "enc": encode_string,
-        "value": formatter._value,
-        "stamp": formatter._stamp_of,
-        "cache": [None, ""] * len(runs),
-        **{f"L{i}": literal for i, literal in enumerate(literals)},
-    }
-    exec(compile(source, "<logfunnel JSONFormatter>", "exec"), namespace)
-    fields: Callable[[dict[str, Any], str], str] = namespace["fields"]
-    return fields
