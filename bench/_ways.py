@@ -463,6 +463,24 @@ class LogfunnelTlsWay(LogfunnelWay):
             remove()
 
 
+class LogfunnelJsonWay(LogfunnelWay):
+    name = "logfunnel-json"
+    label = "logfunnel collector, JSON lines (Funnel with formatter=JSONFormatter())"
+
+    @classmethod
+    def unavailable(cls, method: str) -> str | None:
+        if not hasattr(logfunnel, "JSONFormatter"):
+            return "logfunnel.JSONFormatter is not in this version"
+        return None
+
+    def open(self) -> None:
+        if self.latency is not None:
+            raise BenchError("logfunnel-json has no latency variant")
+        formatter = _from_logfunnel("JSONFormatter")()
+        self.funnel = logfunnel.Funnel(self.path, level="INFO", formatter=formatter)
+        self.funnel.start()
+
+
 class LockedFileWay(Way):
     name = "logfunnel-locked"
     label = "logfunnel LockedFileHandler (lock around each write)"
@@ -758,6 +776,7 @@ _ALL: Final[tuple[type[Way], ...]] = (
     LogfunnelWay,
     LogfunnelTcpWay,
     LogfunnelTlsWay,
+    LogfunnelJsonWay,
     LockedFileWay,
     ProcessFilesWay,
     StdlibQueueWay,

@@ -11,12 +11,13 @@ reader is the package's audit, the one ``logfunnel demo`` and the tests use.
 
 from __future__ import annotations
 
+import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 
-from logfunnel._audit import Audit, RecordShape, Summary
+from logfunnel._audit import TORN, Audit, Found, RecordShape, Summary
 
 __all__ = [
     "FMT_BRACES",
@@ -60,6 +61,29 @@ def marker(line: str) -> tuple[int, int] | None:
     return int(found.group("worker")), int(found.group("number"))
 
 
+def _json_or_text(shape: RecordShape) -> Callable[[str], Found]:
+    """``shape`` for text lines; for a JSON line (a way that writes JSON), ``shape`` of
+    its ``message``, and a line that is not strict JSON is torn."""
+
+    def find(line: str) -> Found:
+        if not line.startswith("{"):
+            return shape(line)
+        try:
+            value = json.loads(line, parse_constant=_refuse)
+        except ValueError:
+            return TORN if shape(line) is not None else None
+        message = value.get("message") if isinstance(value, dict) else None
+        if not isinstance(message, str):
+            return TORN if shape(line) is not None else None
+        return shape(message)
+
+    return find
+
+
+def _refuse(constant: str) -> object:
+    raise ValueError(f"{constant} is not JSON")
+
+
 def audit(
     paths: Iterable[str | os.PathLike[str]], workers: int, records: int, size: int
 ) -> Summary:
@@ -75,5 +99,5 @@ def audit(
     """
     filler = padding(size)
     shape = RecordShape(_MARKER, lambda worker, seq: FMT_PERCENT % (worker, seq, filler))
-    checked = Audit(shape, order="per_file", workers=workers, records=records)
+    checked = Audit(_json_or_text(shape), order="per_file", workers=workers, records=records)
     return checked.read(paths).summary()

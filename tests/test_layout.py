@@ -20,11 +20,13 @@ SRC = Path(logfunnel.__file__).parent
 #: Which of the package's parts each part may import (besides itself and the leaf _threads).
 ALLOWED = {
     "_protocol": set(),
-    "_producer": {"_protocol"},
+    "_producer": {"_protocol", "_json"},
     # An OTLP sink among the shortcut sinks is built by the integration.
-    "_sinks": {"_protocol", "_files", "otel"},
+    "_sinks": {"_protocol", "_files", "_json", "otel"},
     "_collector": {"_protocol", "_sinks"},
     "_files": set(),
+    # The JSON lines formatter: producers format with it, sinks recognise it.
+    "_json": {"_protocol"},
     # Reading a log back (demo, benchmark, tests): a leaf, and no worker's.
     "_audit": set(),
     # The sink options of run and serve are SinkConfig's fields, from its one description.

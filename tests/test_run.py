@@ -700,6 +700,10 @@ class TestSinkOptions:
                 {"console": True, "fmt": "%(message)s", "datefmt": "%H"},
             ),
             (["--overflow", "drop"], {"console": True, "overflow": "drop"}),
+            (
+                ["-o", "a.jsonl", "--json"],
+                {"filename": "a.jsonl", "formatter": logfunnel.JSONFormatter().options},
+            ),
         ],
     )
     def test_each_flag_sets_its_field(

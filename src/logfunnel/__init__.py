@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from ._files._locked import LockedFileHandler
     from ._files._process import ProcessFileHandler
     from ._funnel import DEFAULT_FORMAT, Funnel
+    from ._json import JSONFormatter
     from ._producer._attach import attach, attached, detach
     from ._producer._context import FunnelContext
     from ._producer._handler import FunnelHandler
@@ -47,6 +48,7 @@ _WHERE = {
     "Funnel": "._funnel",
     "FunnelContext": "._producer._context",
     "FunnelHandler": "._producer._handler",
+    "JSONFormatter": "._json",
     "LockedFileHandler": "._files._locked",
     "ProcessFileHandler": "._files._process",
     "attach": "._producer._attach",
@@ -66,6 +68,7 @@ __all__ = [
     "Funnel",
     "FunnelContext",
     "FunnelHandler",
+    "JSONFormatter",
     "LockedFileHandler",
     "ProcessFileHandler",
     "__version__",

@@ -10,15 +10,16 @@ import os
 import sys
 import threading
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._collector._listen import listen, remove_private_dir
 from ._collector._loop import Collector, CollectorStats
 from ._collector._process import ProcessCollector
 from ._collector._tls import TLSFiles, server_context
 from ._inherit import Export, end_reusable_workers, export, withdraw
+from ._json import JSONFormatter
 from ._producer._attach import attach, detach
 from ._producer._children import adopt_children, release_children, tls_environment
 from ._producer._context import FunnelContext
@@ -74,6 +75,11 @@ class Funnel:
 
     While it runs, SIGTERM to this process drains the funnel first, then ends
     the process as SIGTERM would, unless the program handles SIGTERM itself.
+
+    ``formatter=logfunnel.JSONFormatter(...)`` makes the shortcut sinks
+    write JSON lines instead of ``fmt``; as with a ``JSONFormatter`` on any
+    plain file or stream sink, the producers format them and line mode stays
+    on.
 
     ``config``, a ``logging.config.dictConfig`` dictionary, gives sinks as
     data, beside the shortcuts (so the command line and a collector process
@@ -144,6 +150,7 @@ class Funnel:
         encoding: str = "utf-8",
         fmt: str = DEFAULT_FORMAT,
         datefmt: str | None = None,
+        formatter: JSONFormatter | Mapping[str, Any] | None = None,
         listen: str | None = None,
         key: bytes | None = None,
         attach_main: bool = True,
@@ -183,6 +190,7 @@ class Funnel:
             encoding=encoding,
             fmt=fmt,
             datefmt=datefmt,
+            formatter=formatter,
             config=config,
             overflow=overflow,
             otlp=otlp,

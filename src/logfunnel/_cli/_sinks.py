@@ -35,6 +35,7 @@ FLAGS: Final = {
     "encoding": "--encoding",
     "fmt": "--format",
     "datefmt": "--datefmt",
+    "formatter": "--json",
     "config": "--config",
     "overflow": "--overflow",
     "otlp": "--otlp",
@@ -111,6 +112,13 @@ def add_sink_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(FLAGS["datefmt"], metavar="FMT", help="the strftime format of %%(asctime)s")
     group.add_argument(
+        FLAGS["formatter"],
+        dest="formatter",
+        action="store_true",
+        default=None,
+        help="write JSON lines (logfunnel.JSONFormatter) instead of --format",
+    )
+    group.add_argument(
         FLAGS["config"],
         metavar="FILE",
         help="a logging.config.dictConfig dictionary as a JSON file: its root handlers are "
@@ -156,12 +164,16 @@ def sink_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         parser.error("-o - : the log goes to a file; --console writes it to stderr")
     if "config" in given:
         given["config"] = _read_config(parser, given["config"])
+    if "formatter" in given:
+        given["formatter"] = {}  # JSONFormatter's defaults, as data
     if not {"filename", "console", "config"} & set(given):
         given["console"] = True
     try:
-        SinkConfig(**given)
+        config = SinkConfig(**given)
     except (ValueError, TypeError) as exc:
         parser.error(str(exc))
+    if "formatter" in given:
+        given["formatter"] = config.formatter  # the options in full
     kwargs: dict[str, Any] = dict(given)
     if args.level is not None:
         kwargs["level"] = _level(parser, args.level)

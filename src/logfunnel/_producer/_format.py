@@ -2,8 +2,8 @@
 
 The collector describes each plain text sink's formatter in its handshake
 answer (see ``_sinks._writer.text_spec``); the producer formats its records
-with an identical ``ProducerFormatter``, so formatting is spread over every
-core and the collector only moves bytes.
+with an identical ``ProducerFormatter`` (or ``JSONFormatter``), so formatting
+is spread over every core and the collector only moves bytes.
 """
 
 from __future__ import annotations
@@ -18,7 +18,17 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["ProducerFormatter", "format_text"]
+__all__ = ["ProducerFormatter", "format_text", "producer_formatter"]
+
+
+def producer_formatter(spec: dict[str, Any]) -> logging.Formatter:
+    """The formatter a ``text_spec`` describes: a ``JSONFormatter`` (imported only for
+    a JSON sink) or a ``ProducerFormatter``."""
+    if "json" in spec:
+        from .._json import JSONFormatter
+
+        return JSONFormatter.from_options(spec["json"])
+    return ProducerFormatter(spec)
 
 
 class ProducerFormatter(logging.Formatter):

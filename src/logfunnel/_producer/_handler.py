@@ -35,7 +35,7 @@ from logging import WARNING, Formatter, Handler, LogRecord
 from .._protocol._address import ENV_ADDRESS, AttachError, parse_address
 from .._protocol._codec import LINE_LIMIT, FrameError, encode_record, encode_text, record_body
 from .._threads import collector_threads
-from ._format import ProducerFormatter, format_text
+from ._format import format_text, producer_formatter
 
 # typing is for the type checker only: every worker imports this module.
 TYPE_CHECKING = False
@@ -162,12 +162,13 @@ class FunnelHandler(Handler):
         # Tells this handler's sequence from another's in the same process.
         self._stream = next(_streams)
         self._retry_at = 0.0
-        # The collector's text sinks, formatted here (see _sinks); empty: none.
-        self._formatters: list[ProducerFormatter] = []
+        # The collector's text sinks, formatted here (see _sinks), each with what it
+        # writes after a record; empty: none.
+        self._formatters: list[tuple[Formatter, str]] = []
         self._structured = True
         # Line mode (see _collector): the one formatter; the level below which
         # records are not sent (in line mode the sinks' level, else any).
-        self._line: ProducerFormatter | None = None
+        self._line: Formatter | None = None
         self._send_level = _ANY_LEVEL
         # Over TCP, once the collector acknowledges (see the module docstring):
         # what it has not acknowledged yet is in ``_resend``.
@@ -251,12 +252,13 @@ class FunnelHandler(Handler):
         # A TLS socket cannot be peeked at; a TLS collector always acknowledges instead.
         check = scheme == "tcp" and _connect.CAN_PEEK
         self._check_open = _connect.check_open if check else None
-        self._formatters = [ProducerFormatter(spec) for spec in self.config.get("formats", ())]
+        specs = self.config.get("formats", ())
+        self._formatters = [(producer_formatter(spec), spec["terminator"]) for spec in specs]
         self._structured = bool(self.config.get("structured", True))
         lines = self.config.get("lines")
         if lines is not None and len(self._formatters) == 1:
             # Lines carry no level: records no sink takes are not sent at all.
-            self._line, self._send_level = self._formatters[0], int(lines)
+            self._line, self._send_level = self._formatters[0][0], int(lines)
         else:
             self._line, self._send_level = None, _ANY_LEVEL
         if self.config.get("overflow") == "drop":
@@ -630,7 +632,9 @@ class FunnelHandler(Handler):
         formatters = self._formatters
         if not formatters:
             return encode_record(record, self._seq)
-        texts = [format_text(formatter, record) + formatter.terminator for formatter in formatters]
+        texts = [
+            format_text(formatter, record) + terminator for formatter, terminator in formatters
+        ]
         structured = record_body(record, self._seq) if self._structured else b""
         return encode_text(record.levelno, self._seq, texts, structured)
 

@@ -23,6 +23,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from .._files._locked import check_size_rotation
+from .._json import JSONFormatter
 
 __all__ = [
     "DEFAULT_FORMAT",
@@ -49,7 +50,11 @@ class SinkConfig:
     """Sinks to make: a ``filename`` (rotated by size or time), the ``console``,
     an ``otlp`` endpoint (``logfunnel.otel.OTLPHandler``), and/or the root
     handlers of a dictConfig ``config``; plus the producers' ``overflow``
-    policy, which the collector hands on in its handshake."""
+    policy, which the collector hands on in its handshake.
+
+    ``formatter`` makes the shortcut sinks write JSON lines instead of
+    ``fmt``: a ``JSONFormatter``, kept as its options (plain data, so it
+    crosses to a collector process), or those options themselves."""
 
     filename: str | None = None
     console: bool = False
@@ -61,6 +66,7 @@ class SinkConfig:
     encoding: str = "utf-8"
     fmt: str = DEFAULT_FORMAT
     datefmt: str | None = None
+    formatter: Mapping[str, Any] | JSONFormatter | None = None
     config: Mapping[str, Any] | None = None
     overflow: str = "block"
     otlp: str | None = None
@@ -96,6 +102,12 @@ class SinkConfig:
                 raise ValueError(
                     f"otlp needs OpenTelemetry: pip install 'logfunnel[otel]' (no {missing})"
                 )
+        if self.formatter is not None:
+            object.__setattr__(self, "formatter", _json_options(self.formatter))
+            if self.fmt != DEFAULT_FORMAT or self.datefmt is not None:
+                raise ValueError(
+                    "formatter= writes JSON lines: it does not go with fmt= or datefmt="
+                )
         if self.config is not None:
             try:
                 json.dumps(self.config)
@@ -116,7 +128,12 @@ class SinkConfig:
 
     def build(self) -> list[logging.Handler]:
         """The shortcut sinks (file, console), made now; ``config`` is applied by its owner."""
-        formatter = logging.Formatter(self.fmt, self.datefmt)
+        formatter: logging.Formatter
+        if self.formatter is not None:
+            assert isinstance(self.formatter, Mapping)
+            formatter = JSONFormatter.from_options(self.formatter)
+        else:
+            formatter = logging.Formatter(self.fmt, self.datefmt)
         sinks: list[logging.Handler] = []
         if self.filename is not None:
             file_sink: logging.Handler
@@ -195,3 +212,18 @@ def _otlp_sink(endpoint: str) -> logging.Handler:
     from ..otel import OTLPHandler
 
     return OTLPHandler(endpoint)
+
+
+def _json_options(formatter: object) -> dict[str, Any]:
+    """A ``JSONFormatter``'s options, checked by making one; a clear error for anything else."""
+    if isinstance(formatter, JSONFormatter):
+        return formatter.options
+    if isinstance(formatter, Mapping):
+        unknown = set(formatter) - {"fields", "extras"}
+        if unknown:
+            raise TypeError(f"unknown JSONFormatter option(s): {', '.join(sorted(unknown))}")
+        return JSONFormatter.from_options(formatter).options
+    raise TypeError(
+        "formatter= takes a logfunnel.JSONFormatter (or its options), not "
+        f"{type(formatter).__name__}; a text format is fmt= and datefmt="
+    )

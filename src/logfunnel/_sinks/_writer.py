@@ -3,14 +3,14 @@
 Formatting a record costs more than moving its bytes. For the common
 sinks, the collector asks the producers to do it: an exact stdlib
 ``StreamHandler``, ``FileHandler``, ``RotatingFileHandler`` or
-``TimedRotatingFileHandler`` with a plain ``logging.Formatter`` and no
-filters. The collector sends the formatter's description in the handshake,
-each producer formats its records with an identical formatter, and the
-collector appends the finished lines in large batches with one flush per
-batch. Formatting then spreads over every core, and the collector only
-moves bytes.
+``TimedRotatingFileHandler`` with a plain ``logging.Formatter`` or a
+``logfunnel.JSONFormatter``, and no filters. The collector sends the
+formatter's description in the handshake, each producer formats its
+records with an identical formatter, and the collector appends the
+finished lines in large batches with one flush per batch. Formatting
+then spreads over every core, and the collector only moves bytes.
 
-Any other sink (a subclass, a custom formatter, filters, a JSON handler)
+Any other sink (a subclass, a custom formatter, filters, another JSON formatter)
 gets a real ``LogRecord`` and its own ``handle()``, as before. Rotation
 still calls the sink's own ``doRollover()``, so ``namer`` and ``rotator``
 keep working. The size check is made on the bytes written, once per
@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+from .._json import JSONFormatter
 from ._guard import LINES_ATTR
 
 __all__ = ["TextWriter", "text_spec"]
@@ -52,6 +53,8 @@ def text_spec(sink: logging.Handler) -> dict[str, Any] | None:
         return None
     assert isinstance(sink, logging.StreamHandler)
     formatter = sink.formatter or _default_formatter
+    if type(formatter) is JSONFormatter:
+        return {"json": formatter.options, "terminator": sink.terminator}
     if type(formatter) is not logging.Formatter:
         return None
     style = formatter._style

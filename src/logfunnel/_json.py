@@ -1,0 +1,430 @@
+"""``JSONFormatter``: one JSON object a line, for log shippers that tail files.
+
+A plain ``logging.Formatter`` in every respect: set it on any handler, in
+one process or from ``dictConfig``. What it writes is defined here alone, so
+a file written by one process and the same file written through a funnel
+hold the same objects: on a plain stdlib file or stream sink the collector
+asks the producers to format with an identical ``JSONFormatter`` (see
+``_sinks._writer.text_spec``), and line mode stays on.
+
+Each line is valid JSON whatever the record holds, as a strict parser reads
+it: the message and every string go through the C string encoder of
+``json`` (quotes, backslashes and control characters escaped); a lone
+surrogate, which a strict parser refuses even escaped, becomes U+FFFD; an
+``extra`` value JSON cannot hold exactly (a tuple, an object, a recursive
+list, a NaN, an int too long to print) becomes its ``str()``, and one whose
+``__str__`` raises becomes its repr or an account of the failure. The
+rule for extras is the wire's (``_protocol._codec.faithful``), so a record
+rebuilt in a collector formats as the original did.
+
+``json.dumps`` builds an encoder on every call and walks a dict it would
+have to build first, which costs about twice a text line. The fixed fields
+are the same keys in the same order on every line, so their key fragments
+are made once, the process and thread fields are bound into the template
+while they stay the same, and each record costs one ``%`` over a few values
+escaped by the C encoder (see ``JSONFormatter._fields``). That keeps
+formatting in the producers near the cost of a text line.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from ._protocol._codec import STANDARD_ATTRS, faithful, record_host, safe_message, safe_str
+
+# typing is for the type checker only: every worker may import this module.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final
+
+__all__ = ["DEFAULT_FIELDS", "FIELDS", "JSONFormatter"]
+
+#: The fields a line holds unless told otherwise, in this order. ``exception``
+#: and ``stack`` appear only on records that have them.
+DEFAULT_FIELDS: Final = (
+    "time",
+    "level",
+    "logger",
+    "message",
+    "host",
+    "process",
+    "processName",
+    "thread",
+    "threadName",
+    "exception",
+    "stack",
+)
+
+#: Fields made from the record rather than read off it: what each one is.
+_DERIVED: Final = {
+    "time": "the record's creation time in UTC, ISO 8601 to the microsecond",
+    "level": "the level's name (levelname)",
+    "logger": "the logger's name (name)",
+    "message": "the merged message (msg % args)",
+    "host": "the name of the host that made the record",
+    "exception": "the exception's traceback text, when there is one",
+    "stack": "the stack text (stack_info=True), when there is one",
+}
+#: Record attributes a line can hold as themselves, beside the derived fields.
+_ATTRIBUTES: Final = (
+    "levelno",
+    "pathname",
+    "filename",
+    "module",
+    "lineno",
+    "funcName",
+    "created",
+    "msecs",
+    "relativeCreated",
+    "process",
+    "processName",
+    "thread",
+    "threadName",
+    "taskName",
+)
+#: The record attribute of a field whose name is not the attribute's.
+_ATTRIBUTE_OF: Final = {"level": "levelname", "logger": "name"}
+#: Every field name ``fields=`` accepts.
+FIELDS: Final = frozenset(_DERIVED) | frozenset(_ATTRIBUTES)
+
+# What a JSON key may be prefixed with when an extra has the name of a field's key.
+_CLASH_PREFIX: Final = "extra_"
+
+_encode_string: Callable[[str], str] | None = None
+_encode_value: Callable[[object], str] | None = None
+_host: str | None = None
+
+
+def _encoders() -> tuple[Callable[[str], str], Callable[[object], str]]:
+    """``json``'s C string encoder and a C encoder for checked values, made once.
+
+    Imported on first use: a worker imports ``json`` only when one of its
+    sinks writes JSON. ``JSONEncoder(...).encode`` is the reference; the C
+    encoder, which it would build on every call, is built once here when it
+    exists and agrees with it.
+    """
+    global _encode_string, _encode_value
+    if _encode_string is None or _encode_value is None:
+        import json.encoder
+
+        encode_string = getattr(json.encoder, "c_encode_basestring", None)
+        if encode_string is None:
+            encode_string = json.encoder.py_encode_basestring
+        plain = json.JSONEncoder(
+            ensure_ascii=False, allow_nan=False, check_circular=False, separators=(",", ":")
+        ).encode
+        encode_value: Callable[[object], str] = plain
+        make = getattr(json.encoder, "c_make_encoder", None)
+        if make is not None:
+            try:
+                encoder = make(
+                    None, _no_default, encode_string, None, ":", ",", False, False, False
+                )
+
+                def fast(value: object) -> str:
+                    return "".join(encoder(value, 0))
+
+                probe = ['é\n"', 1, -2.5, None, True, False, {"k": [{}, []]}]
+                if fast(probe) == plain(probe):
+                    encode_value = fast
+            except Exception:
+                pass
+        _encode_string, _encode_value = encode_string, encode_value
+    return _encode_string, _encode_value
+
+
+def _no_default(value: object) -> object:
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _hostname() -> str:
+    global _host
+    if _host is None:
+        import socket
+
+        _host = socket.gethostname()
+    return _host
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object a line: the record's ``fields`` and every ``extra`` value.
+
+    ``fields`` names the fields and their order (see ``FIELDS``), as a
+    sequence of names, or as a mapping from name to the key written for it
+    (``{"time": "@timestamp", "message": "msg"}``). ``extras=False`` leaves
+    out the attributes that ``extra=`` (or a filter) put on the record; with
+    the default they follow the fields, in the record's order, each as
+    itself where JSON holds it exactly and as its ``str()`` where it cannot.
+    An extra named like one of the fields' keys is written as
+    ``extra_<name>``, so that it never stands for the field.
+
+    From ``dictConfig``: ``{"()": "logfunnel.JSONFormatter", "fields":
+    [...]}``. Its options are plain data (``options``), which is how a
+    collector hands it to its producers.
+    """
+
+    def __init__(
+        self,
+        fields: Sequence[str] | Mapping[str, str] | None = None,
+        *,
+        extras: bool = True,
+    ) -> None:
+        super().__init__()
+        if fields is None:
+            fields = DEFAULT_FIELDS
+        if isinstance(fields, str):
+            raise TypeError("fields must be a sequence of field names or a mapping, not a str")
+        keys = dict(fields) if isinstance(fields, Mapping) else {name: name for name in fields}
+        unknown = sorted(set(keys) - FIELDS)
+        if unknown:
+            raise ValueError(
+                f"unknown JSON field(s) {', '.join(map(repr, unknown))}; "
+                f"the fields are {', '.join(sorted(FIELDS))}"
+            )
+        for key in keys.values():
+            if not isinstance(key, str):
+                raise TypeError(f"a JSON key must be a str, not {key!r}")
+        if len(set(keys.values())) != len(keys):
+            raise ValueError("two fields have the same JSON key")
+        self.fields: dict[str, str] = keys
+        self.extras = bool(extras)
+        encode_string, self._encode_value = _encoders()
+        self._encode_string = encode_string
+        self._keys = frozenset(keys.values())
+        fixed = [name for name in keys if name not in ("exception", "stack")]
+        self._exception_key = encode_string(keys["exception"]) if "exception" in keys else ""
+        self._stack_key = encode_string(keys["stack"]) if "stack" in keys else ""
+        self._host = encode_string(_hostname()) if "host" in keys else ""
+        # The time's cache: the text of one UTC second.
+        self._second: int | None = None
+        self._stamp = ""
+        # The fixed fields, field by field: a %-template over their values (see _getter).
+        self._template = "{" + ",".join(
+            encode_string(keys[name]).replace("%", "%%") + ":%s" for name in fixed
+        )
+        self._getters = [self._getter(name) for name in fixed]
+        # The fast way (see _fields): the line as a list of parts, literal or
+        # filled in per record at the slots in _slots; steady values bound in.
+        self._line: list[str] = []
+        self._steady_slots: list[tuple[int, str]] = []
+        self._others: list[tuple[int, str, Callable[[object], str]]] = []
+        slots = dict.fromkeys(("level", "logger", "message", "time"), -1)
+        for index, name in enumerate(fixed):
+            self._line.append(("{" if not index else ",") + encode_string(keys[name]) + ":")
+            attribute = _ATTRIBUTE_OF.get(name, name)
+            if name in _STEADY:
+                self._steady_slots.append((len(self._line), attribute))
+            elif name in slots:
+                slots[name] = len(self._line)
+                if name == "time":
+                    self._line += ["", ""]  # the second (cached), then the microseconds
+            elif name == "host":
+                self._line.append(self._host)
+                continue
+            else:
+                convert = self._string if attribute in _STRINGS else self._value
+                self._others.append((len(self._line), attribute, convert))
+            self._line.append("")
+        if not fixed:
+            self._line.append("{")
+        self._slots = (slots["level"], slots["logger"], slots["message"], slots["time"])
+        self._steady: tuple[object, ...] | None = None
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments that make an equal formatter, as plain data."""
+        return {"fields": [[name, key] for name, key in self.fields.items()], "extras": self.extras}
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> JSONFormatter:
+        """The formatter ``options`` describes (a collector's handshake, a ``SinkConfig``)."""
+        fields = options.get("fields")
+        if fields is not None and not isinstance(fields, Mapping):
+            # JSON has no tuples: names, or [name, key] pairs as ``options`` gives them.
+            try:
+                fields = dict((f, f) if isinstance(f, str) else tuple(f) for f in fields)
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"fields must be names or [name, key] pairs, not {fields!r}"
+                ) from None
+        return cls(fields, extras=bool(options.get("extras", True)))
+
+    def __repr__(self) -> str:
+        return f"<JSONFormatter fields={list(self.fields)} extras={self.extras}>"
+
+    # -- formatting ----------------------------------------------------------
+
+    def format(self, record: logging.LogRecord) -> str:
+        d = record.__dict__
+        try:
+            message = record.getMessage()
+        except Exception:
+            message = safe_message(record)
+        try:
+            line = self._fields(d, message)
+        except Exception:  # an attribute removed, a time that is not one: field by field
+            line = self._template % tuple([get(d, message) for get in self._getters])
+        if self._host:
+            host = record_host(record)
+            if host is not None and host != _hostname():
+                # Formatted in a collector for another host's producer: its host, as
+                # that producer would have written. The field is the first place the
+                # fragment can be: inside an encoded string every quote is escaped.
+                key = self._encode_string(self.fields["host"])
+                line = line.replace(f"{key}:{self._host}", f"{key}:{self._encode_string(host)}", 1)
+        if record.exc_info and not record.exc_text:
+            # Cached on the record, as the stdlib's format does.
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text and self._exception_key:
+            line += f",{self._exception_key}:{self._string(record.exc_text)}"
+        if record.stack_info and self._stack_key:
+            stack = self.formatStack(record.stack_info)
+            line += f",{self._stack_key}:{self._string(stack)}"
+        # A record with an extra has more attributes than LogRecord gives it: only
+        # such a record (or one a formatter added "message" to) pays for the check.
+        if self.extras and len(d) > _PLAIN_SIZE and not d.keys() <= STANDARD_ATTRS:
+            line += self._extras(d)
+        line += "}"
+        if not line.isascii():
+            line = _safe_text(line)
+        return line
+
+    def _fields(self, d: dict[str, Any], message: str) -> str:
+        """The fixed fields of a record as ``LogRecord`` makes it, with no format to parse.
+
+        The field by field way (``_getter``) costs a call per field and a
+        ``%`` over a template. Here the line is a list of its parts: the keys
+        and the process and thread fields, which stay the same from one
+        record to the next of a thread, are in it already (bound again when
+        they change); a copy gets the record's level, logger, message and
+        time, and one ``join`` makes the line. The copy keeps a formatter
+        shared by several handlers safe across threads. A record whose
+        attributes are not what ``LogRecord`` makes (one missing, a time
+        that is not a number) raises, and ``format`` goes field by field.
+        """
+        steady = (d["process"], d["processName"], d["thread"], d["threadName"])
+        if steady != self._steady:
+            self._bind(steady)
+        parts = self._line.copy()
+        level, logger, text, when = self._slots
+        enc = self._encode_string
+        if level >= 0:
+            v = d["levelname"]
+            parts[level] = enc(v) if v.__class__ is str else self._value(v)
+        if logger >= 0:
+            v = d["name"]
+            parts[logger] = enc(v) if v.__class__ is str else self._value(v)
+        if text >= 0:
+            parts[text] = enc(message)
+        if when >= 0:
+            micros = round(d["created"] * 1e6)
+            parts[when] = self._stamp_of(micros // 1_000_000)
+            # Six digits, zero-padded, without a format to parse.
+            parts[when + 1] = str(micros % 1_000_000 + 1_000_000)[1:] + 'Z"'
+        for index, attribute, convert in self._others:
+            parts[index] = convert(d[attribute])
+        return "".join(parts)
+
+    def _bind(self, steady: tuple[object, ...]) -> None:
+        """Put the process and thread fields of this record's thread into the line."""
+        values = dict(zip(_STEADY_ORDER, steady, strict=True))
+        for index, attribute in self._steady_slots:
+            value = values[attribute]
+            self._line[index] = self._string(value) if attribute in _STRINGS else self._value(value)
+        self._steady = steady
+
+    def _extras(self, d: dict[str, Any]) -> str:
+        """``,"key":value`` for every extra attribute, in the record's order."""
+        keys, encode_string = self._keys, self._encode_string
+        out = []
+        for key, value in d.items():
+            if key in STANDARD_ATTRS or type(key) is not str:
+                continue
+            name = _CLASH_PREFIX + key if key in keys else key
+            out.append(f",{encode_string(name)}:{self._value(value)}")
+        return "".join(out)
+
+    def _value(self, value: object) -> str:
+        """``value`` as JSON where it is exactly that, else its ``str()`` as a JSON string."""
+        kind = type(value)
+        if kind is str:
+            return self._encode_string(value)  # type: ignore[arg-type]
+        if kind is bool or value is None:
+            return "true" if value is True else "false" if value is False else "null"
+        if (kind is int or kind is float) and faithful(value):
+            text = repr(value)
+            if kind is int or text not in ("nan", "inf", "-inf"):
+                return text
+        elif kind in (list, dict) and faithful(value):
+            try:
+                return self._encode_value(value)
+            except ValueError:  # a NaN or an infinity inside: not JSON
+                pass
+        return self._encode_string(safe_str(value))
+
+    def _string(self, value: object) -> str:
+        """A text attribute: a str as itself, anything a filter put there by ``_value``."""
+        if isinstance(value, str) and type(value) is str:  # exact: a subclass may print otherwise
+            return self._encode_string(value)
+        return self._value(value)
+
+    def _time(self, d: dict[str, Any], message: str) -> str:
+        created = d.get("created")
+        if type(created) is float or type(created) is int:
+            try:
+                micros = round(created * 1e6)
+                return f'{self._stamp_of(micros // 1_000_000)}{micros % 1_000_000:06d}Z"'
+            except (ValueError, OverflowError, OSError):  # NaN, or beyond the calendar
+                pass
+        return self._value(created)
+
+    def _stamp_of(self, second: int) -> str:
+        """The line's time up to the second, cached: one ``strftime`` a second."""
+        if second != self._second:
+            self._stamp = time.strftime('"%Y-%m-%dT%H:%M:%S.', time.gmtime(second))
+            self._second = second
+        return self._stamp
+
+    def _getter(self, name: str) -> Callable[[dict[str, Any], str], str]:
+        """How the JSON value of field ``name`` is made from a record's dict and message."""
+        if name == "time":
+            return self._time
+        if name == "message":
+            encode_string = self._encode_string
+            return lambda d, message: encode_string(message)
+        if name == "host":
+            return lambda d, message: self._host
+        attribute = _ATTRIBUTE_OF.get(name, name)
+        convert = self._string if attribute in _STRINGS else self._value
+        return lambda d, message: convert(d.get(attribute))
+
+
+def _safe_text(line: str) -> str:
+    """``line`` with each lone surrogate made U+FFFD (strict JSON parsers refuse them,
+    escaped or not) and the characters that ``str.splitlines`` and some other readers
+    take for line ends (U+0085, U+2028, U+2029) escaped: one record, one line."""
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        import re
+
+        line = re.sub("[\ud800-\udfff]", "\ufffd", line)
+    if "\x85" in line or "\u2028" in line or "\u2029" in line:
+        line = line.replace("\x85", "\\u0085").replace("\u2028", "\\u2028")
+        line = line.replace("\u2029", "\\u2029")
+    return line
+
+
+#: How many attributes a ``LogRecord`` has when it is made (a collector's too).
+_PLAIN_SIZE: Final = len(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
+
+#: Record attributes that stay the same from one record to the next of a
+#: thread: they are bound into the template while they do (see ``_fields``).
+_STEADY_ORDER: Final = ("process", "processName", "thread", "threadName")
+_STEADY: Final = frozenset(_STEADY_ORDER)
+#: Attributes that are str on every ordinary record.
+_STRINGS: Final = frozenset(
+    {"levelname", "name", "processName", "threadName", "pathname", "filename", "module", "funcName"}
+)
