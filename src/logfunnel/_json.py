@@ -266,7 +266,7 @@ class JSONFormatter(logging.Formatter):
             line = self._fields(d, message)
         except Exception:  # an attribute removed, a time that is not one: field by field
             line = self._template % tuple([get(d, message) for get in self._getters])
-        if self._host:
+        if self._host and record.__class__ is not logging.LogRecord:
             host = record_host(record)
             if host is not None and host != _hostname():
                 # Formatted in a collector for another host's producer: its host, as
