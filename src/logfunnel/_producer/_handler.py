@@ -203,6 +203,8 @@ class FunnelHandler(Handler):
         self._pid = os.getpid()
         tcp = self._address.scheme == "tcp"
         hello = {
+            # In line mode it sends the route loggers' records as frames (see prepare).
+            "routes": True,
             "host": _connect.HOST,
             "pid": self._pid,
             "start": _process_start,
@@ -220,6 +222,11 @@ class FunnelHandler(Handler):
         if lines is not None and len(self._formatters) == 1:
             # Lines carry no level: records no sink takes are not sent at all.
             self._line, self._send_level = self._formatters[0], int(lines)
+            routes = self.config.get("routes")
+            if routes:
+                from .._protocol._loggers import UnderRoutes
+
+                self._line.routes = UnderRoutes(str(name) for name in routes)
         else:
             self._line, self._send_level = None, _ANY_LEVEL
         if self.config.get("overflow") == "drop":
@@ -246,7 +253,8 @@ class FunnelHandler(Handler):
         from .._protocol._acks import AckReader
         from ._resend import ResendBuffer
 
-        mode = (self.config.get("lines"), self.config.get("formats"), self.config.get("structured"))
+        config = self.config
+        mode = tuple(config.get(k) for k in ("lines", "formats", "structured", "routes"))
         resend = self._resend
         if resend is None:
             resend = self._resend = ResendBuffer(self._seq)
@@ -319,7 +327,7 @@ class FunnelHandler(Handler):
             if self._resend is not None:
                 self._emit_acknowledged(record)
                 return
-            if record.levelno >= self._send_level:
+            if record.levelno >= self._send_level or self._routed_below(record):
                 self.send(self.prepare(record))
         except AttachError as exc:
             self._retry_at = time.monotonic() + _RETRY_INTERVAL
@@ -330,12 +338,19 @@ class FunnelHandler(Handler):
         except Exception:
             self.handleError(record)
 
+    def _routed_below(self, record: LogRecord) -> bool:
+        """Whether a record below line mode's level is sent all the same: one of a route
+        logger, whose handlers in the parent may take levels the root sinks do not (the
+        handler's own level already held back what none of them takes)."""
+        line = self._line
+        return line is not None and line.routes is not None and line.routes[record.name]
+
     def _emit_acknowledged(self, record: LogRecord) -> None:
         """Over TCP with acknowledgements: keep, then send; a dropped link loses nothing."""
         resend = self._resend
         assert resend is not None
         try:
-            if record.levelno < self._send_level:
+            if record.levelno < self._send_level and not self._routed_below(record):
                 return
             if self._sock is not None and not self._seq & _ACK_READ_MASK:
                 try:
@@ -569,13 +584,18 @@ class FunnelHandler(Handler):
         """What goes on the wire for ``record``.
 
         In line mode, a one-line record is its formatted line; any other is
-        a NUL byte and a frame. Otherwise it is a frame with the lines of the
+        a NUL byte and a frame, and so is a record of a route logger, with its
+        structured record for the route's handlers. Otherwise it is a frame with the lines of the
         collector's text sinks, formatted here, and the structured record if
         another sink needs it.
         """
         line = self._line
         if line is not None:
             text = format_text(line, record)
+            routes = line.routes
+            if routes is not None and routes[record.name]:
+                structured = record_body(record, self._seq)
+                return b"\0" + encode_text(record.levelno, self._seq, [text + "\n"], structured)
             if "\n" not in text and "\0" not in text and len(text) <= _LINE_CHARS:
                 return (text + "\n").encode("utf-8", "backslashreplace")
             return b"\0" + encode_text(record.levelno, self._seq, [text + "\n"])
