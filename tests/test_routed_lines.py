@@ -113,7 +113,8 @@ def lines_of(funnel: logfunnel.Funnel) -> tuple[int | None, list[str] | None]:
 class TestLineModeBesideRoutes:
     def test_line_mode_stays_on_and_names_the_route_loggers(self, tmp_path: Path) -> None:
         """Handlers on "lib" (propagating) and "quiet" (not) leave line mode on; the
-        handshake names both, and only records under them carry the structured record."""
+        handshake names both, and the producer takes "lib" and "lib.sub" for records
+        under a route (sent as frames), "app" and "library" not (sent as lines)."""
         outputs = Outputs(tmp_path / "app.log")
         try:
             with logfunnel.Funnel(handlers=[outputs.file]) as funnel:
@@ -166,10 +167,7 @@ class TestLineModeBesideRoutes:
         assert not any(" lib debug" in entry for entry in file)
         assert any("Traceback (most recent call last)" in entry for entry in lib)
 
-
-    def test_a_route_handler_that_is_also_a_root_sink_keeps_its_order(
-        self, tmp_path: Path
-    ) -> None:
+    def test_a_route_handler_that_is_also_a_root_sink_keeps_its_order(self, tmp_path: Path) -> None:
         """A file sink on the root and on "lib" writes a "lib" record twice, right after
         the lines before it, as in one process: the lines waiting for it go first."""
         path = tmp_path / "app.log"
@@ -186,6 +184,7 @@ class TestLineModeBesideRoutes:
             sink.close()
         expected = [line for n in range(3) for line in (f"app {n}", f"lib {n}", f"lib {n}")]
         assert path.read_text(encoding="utf-8").splitlines() == expected
+
 
 class TestOlderProducers:
     @pytest.fixture

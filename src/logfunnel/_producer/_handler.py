@@ -585,9 +585,9 @@ class FunnelHandler(Handler):
 
         In line mode, a one-line record is its formatted line; any other is
         a NUL byte and a frame, and so is a record of a route logger, with its
-        structured record for the route's handlers. Otherwise it is a frame with the lines of the
-        collector's text sinks, formatted here, and the structured record if
-        another sink needs it.
+        structured record for the route's handlers. Otherwise it is a frame
+        with the lines of the collector's text sinks, formatted here, and the
+        structured record if another sink needs it.
         """
         line = self._line
         if line is not None:
