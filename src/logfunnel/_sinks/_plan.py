@@ -14,8 +14,9 @@ producers formatted, batched by a ``TextWriter``; any other sink gets a
 * routes: handlers on the parent's non-root loggers (see ``_routes``). They
   do not turn line mode off: libraries add such handlers at import
   (``distributed`` on its own loggers, for one), and frames for every record
-  cost a Dask program seven times its logging rate. Only the records of a
-  route logger (or of one below it) need the structured record, so the
+  made such a program log at about a quarter of its line-mode rate (two
+  workers into one file: 28,000 against 105,000 records/s). Only the records
+  of a route logger (or of one below it) need the structured record, so the
   handshake names the route loggers and producers send just those as frames
   (``routed_lines``); the rest stay bare lines.
 
