@@ -169,3 +169,37 @@ def mixed_records(index: int, count: int) -> None:
         raise ValueError(f"w{index} failed on purpose")
     except ValueError:
         log.exception("w%d n%d traceback", index, count)
+
+
+def routed_records(index: int, count: int, lines: bool | None) -> None:
+    """Records on loggers with and without handlers of their own in the parent (see
+    test_routed_lines), at every level, some of several lines, then two tracebacks.
+    ``lines``: whether this process must be in line mode (None: not attached)."""
+    if lines is not None:
+        handler = logfunnel.attached()
+        assert handler is not None
+        assert (handler.config.get("lines") is not None) == lines, handler.config
+    app, lib, sub = (logging.getLogger(n) for n in ("app", "lib", "lib.sub"))
+    quiet, library = logging.getLogger("quiet.part"), logging.getLogger("library")
+    for n in range(count):
+        head = f"w{index} n{n}"
+        app.info("%s app", head)
+        if n % 3 == 0:
+            lib.debug("%s lib debug", head)
+        if n % 3 == 1:
+            sub.info("%s lib.sub info", head)
+        if n % 5 == 0:
+            quiet.debug("%s quiet debug", head)
+            quiet.warning("%s quiet warning", head)
+        if n % 7 == 0:
+            app.debug("%s app debug", head)
+            library.info("%s library info", head)
+        if n % 11 == 0:
+            app.info("%s app first line\n  second line", head)
+        if n % 13 == 0:
+            sub.warning("%s lib.sub first line\n  second line", head)
+    for logger in (app, sub):
+        try:
+            raise ValueError(f"w{index} {logger.name} failed on purpose")
+        except ValueError:
+            logger.exception("w%d %s traceback", index, logger.name)

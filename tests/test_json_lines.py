@@ -224,7 +224,6 @@ class TestEveryLineIsJSON:
         assert got["level"] == "INFO"
         assert (got["extra_host"], got["extra_level"]) == ("elsewhere", "mine")
 
-
     def test_a_record_from_another_hosts_producer_names_that_host(self) -> None:
         """Formatted in the collector (a sink that is not plain text turns line mode off),
         a record a producer on another host sent says that host, as the producer's own
@@ -239,6 +238,7 @@ class TestEveryLineIsJSON:
         assert (got["host"], got["message"]) == ("elsewhere", message)
         local = make_record(decode_record(encode_record(sent, 0)[5:])[1], here)
         assert strict(logfunnel.JSONFormatter().format(local))["host"] == here
+
 
 class TestFields:
     def test_the_default_fields(self) -> None:
@@ -360,6 +360,8 @@ class TestFields:
         logging.config.dictConfig(
             {
                 "version": 1,
+                # A logger "app" another test made must not be disabled.
+                "disable_existing_loggers": False,
                 "formatters": {
                     "json": {
                         "()": "logfunnel.JSONFormatter",

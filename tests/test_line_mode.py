@@ -230,8 +230,7 @@ class TestBadInput:
         lines, notices = split_notices(path)
         assert lines == ["one", "two"]
         assert notices == [
-            "logfunnel: pid 4242 on h ended inside a line; "
-            "discarded 3 partial bytes"
+            "logfunnel: pid 4242 on h ended inside a line; discarded 3 partial bytes"
         ]
         assert (stats.records, stats.partial_frames) == (2, 1)
 

@@ -39,6 +39,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Final
 
+    from ._protocol._loggers import UnderRoutes
+
 __all__ = ["DEFAULT_FIELDS", "FIELDS", "JSONFormatter"]
 
 #: The fields a line holds unless told otherwise, in this order. ``exception``
@@ -164,6 +166,10 @@ class JSONFormatter(logging.Formatter):
     [...]}``. Its options are plain data (``options``), which is how a
     collector hands it to its producers.
     """
+
+    #: Set in a producer in line mode beside routes (see ``_producer._handler``): the
+    #: loggers whose records travel as frames, for their routes' handlers.
+    routes: UnderRoutes | None = None
 
     def __init__(
         self,

@@ -13,7 +13,9 @@ Producers then send each one-line record as its finished line and nothing
 else, and the collector copies the run of whole lines it read, up to the
 last newline, straight to the sinks, counting records with one
 ``bytes.count``. A record that would not be one line (a traceback, a NUL)
-comes as an ordinary frame behind a NUL byte, which no text line contains.
+comes as an ordinary frame behind a NUL byte, which no text line contains;
+so does a record of a route logger (see ``_sinks._plan``), with its
+structured record, which goes the record's way through the routes.
 Sequence numbers still hold: every line counts as one, frames carry theirs,
 and a reconnecting producer says where it is, so a gap is still seen. Any
 other set-up gets frames only.
@@ -151,6 +153,7 @@ class _Connection:
         "expected",
         "identity",
         "label",
+        "lines",
         "nonce",
         "out",
         "partner",
@@ -173,6 +176,8 @@ class _Connection:
         self.expected = 0
         self.nonce = b""
         self.label = label
+        # Whether its producer sends in line mode (its handshake answer said so).
+        self.lines = False
         # When the handshake started, or when the last bytes came in.
         self.since = time.monotonic()
         # Bytes of the collector-wide budget held for a large frame being received.
@@ -269,15 +274,13 @@ class Collector:
             overflow=overflow,
             sink_options=sink_options,
         )
-        # The same answer for every producer's hello (over TCP, plus where it resumes).
-        self._config: dict[str, Any] = {
-            "level": level,
-            "max_frame": max_frame,
-            "overflow": overflow,
-            "loggers": loggers,
-            **self.plan.handshake(),
-        }
+        # The same answer for every producer's hello (over TCP, plus where it resumes);
+        # with routes in line mode, another for producers that cannot send routed lines.
+        common = {"level": level, "max_frame": max_frame, "overflow": overflow, "loggers": loggers}
+        self._config: dict[str, Any] = {**common, **self.plan.handshake()}
         self._config_frame = config_frame(self._config)
+        self._old_config: dict[str, Any] = {**common, **self.plan.handshake(routed_lines=False)}
+        self._old_config_frame = config_frame(self._old_config)
         # The hot paths read these often: plain attributes, looked up once here.
         self._line_level = self.plan.line_level
         self._one_text = self.plan.one_text
@@ -593,7 +596,7 @@ class Collector:
                 self._frames(conn)  # the handshake: stops where it ends
             if conn.state == _STREAM and conn.buf:
                 conn.since = time.monotonic()
-                if self._line_level is not None:
+                if conn.lines:
                     self._lines(conn)
                 else:
                     self._frames(conn)
@@ -685,9 +688,7 @@ class Collector:
 
     def _in_line(self, conn: _Connection) -> bool:
         """Whether the bytes ``conn`` holds begin a line (else a frame)."""
-        return (
-            self._line_level is not None and conn.state == _STREAM and bool(conn.buf[:1] != b"\0")
-        )
+        return conn.lines and conn.state == _STREAM and bool(conn.buf[:1] != b"\0")
 
     def _frames(self, conn: _Connection) -> None:
         """Handle the whole frames in ``conn.buf``; in a handshake, only up to its end."""
@@ -811,9 +812,12 @@ class Collector:
             conn.identity, conn.stream = hello.identity, hello.stream
             conn.label = f"pid {hello.identity[1]} on {hello.identity[0]}"
             self.stats.producers.add(hello.identity)
-            answer = self._config_frame
+            config, answer = self._config, self._config_frame
+            if not hello.routes:
+                config, answer = self._old_config, self._old_config_frame
+            conn.lines = config["lines"] is not None
             if hello.ack and self._address.scheme != "unix":
-                answer = self._resume(conn, hello.stream, hello.seq)
+                answer = self._resume(conn, hello.stream, hello.seq, config)
             else:
                 # Lines carry no number, so a reconnect is where line mode sees a gap.
                 conn.expected = self._sequences.start(hello.stream, hello.seq, conn.label)
@@ -828,7 +832,9 @@ class Collector:
             return
         raise FrameError(f"unexpected frame kind {kind} in this state")
 
-    def _resume(self, conn: _Connection, stream: Stream, announced: int) -> bytes:
+    def _resume(
+        self, conn: _Connection, stream: Stream, announced: int, config: dict[str, Any]
+    ) -> bytes:
         """An acknowledging producer's hello: where its stream resumes, in the answer.
 
         Its earlier connection, if the collector still has it (a link that
@@ -844,7 +850,7 @@ class Collector:
         self._streams[stream] = conn
         token = secrets.token_hex(16)
         self._channels[token] = conn
-        answer = {**self._config, "ack": True, "resume": resume, "channel": token}
+        answer = {**config, "ack": True, "resume": resume, "channel": token}
         return config_frame(answer)
 
     def _open_channel(self, conn: _Connection, token: str) -> None:
@@ -916,7 +922,8 @@ class Collector:
         record = None
         if structured:
             record = make_record(decode_record(structured)[1], _host(conn))
-        elif self.plan.structured:
+        elif self.plan.structured and not conn.lines:
+            # (In line mode, only route loggers' records need it: see ``_sinks._plan``.)
             raise FrameError("a sink needs the structured record and the producer sent none")
         if self._sequence(conn, seq):
             self.plan.texts(levelno, texts, record)

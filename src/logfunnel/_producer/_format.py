@@ -18,10 +18,13 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from .._json import JSONFormatter
+    from .._protocol._loggers import UnderRoutes
+
 __all__ = ["ProducerFormatter", "format_text", "producer_formatter"]
 
 
-def producer_formatter(spec: dict[str, Any]) -> logging.Formatter:
+def producer_formatter(spec: dict[str, Any]) -> ProducerFormatter | JSONFormatter:
     """The formatter a ``text_spec`` describes: a ``JSONFormatter`` (imported only for
     a JSON sink) or a ``ProducerFormatter``."""
     if "json" in spec:
@@ -67,6 +70,10 @@ class ProducerFormatter(logging.Formatter):
         self._asctime = ""
         self._asctime_second: int | None = None
         self._msecs = -1.0
+        #: In line mode beside routes (see ``_sinks._plan``): which loggers' records
+        #: go as frames with the structured record. None: every record may be a line.
+        #: Here, not on the handler: the line formatter is what line mode reads.
+        self.routes: UnderRoutes | None = None
 
     def format(self, record: logging.LogRecord) -> str:
         if not self._percent or record.exc_info or record.exc_text or record.stack_info:

@@ -46,7 +46,9 @@ if TYPE_CHECKING:
     from types import ModuleType
     from typing import Any, Final
 
+    from .._json import JSONFormatter
     from .._protocol._acks import AckReader
+    from ._format import ProducerFormatter
     from ._overflow import DropNewest
     from ._resend import ResendBuffer
 
@@ -164,11 +166,11 @@ class FunnelHandler(Handler):
         self._retry_at = 0.0
         # The collector's text sinks, formatted here (see _sinks), each with what it
         # writes after a record; empty: none.
-        self._formatters: list[tuple[Formatter, str]] = []
+        self._formatters: list[tuple[ProducerFormatter | JSONFormatter, str]] = []
         self._structured = True
         # Line mode (see _collector): the one formatter; the level below which
         # records are not sent (in line mode the sinks' level, else any).
-        self._line: Formatter | None = None
+        self._line: ProducerFormatter | JSONFormatter | None = None
         self._send_level = _ANY_LEVEL
         # Over TCP, once the collector acknowledges (see the module docstring):
         # what it has not acknowledged yet is in ``_resend``.
@@ -237,6 +239,8 @@ class FunnelHandler(Handler):
         else:
             self._channel_io = _connect.read_nowait, _connect.wait_readable
         hello = {
+            # In line mode it sends the route loggers' records as frames (see prepare).
+            "routes": True,
             "host": _connect.HOST,
             "pid": self._pid,
             "start": _process_start,
@@ -259,6 +263,11 @@ class FunnelHandler(Handler):
         if lines is not None and len(self._formatters) == 1:
             # Lines carry no level: records no sink takes are not sent at all.
             self._line, self._send_level = self._formatters[0][0], int(lines)
+            routes = self.config.get("routes")
+            if routes:
+                from .._protocol._loggers import UnderRoutes
+
+                self._line.routes = UnderRoutes(str(name) for name in routes)
         else:
             self._line, self._send_level = None, _ANY_LEVEL
         if self.config.get("overflow") == "drop":
@@ -285,7 +294,8 @@ class FunnelHandler(Handler):
         from .._protocol._acks import AckReader
         from ._resend import ResendBuffer
 
-        mode = (self.config.get("lines"), self.config.get("formats"), self.config.get("structured"))
+        config = self.config
+        mode = tuple(config.get(k) for k in ("lines", "formats", "structured", "routes"))
         resend = self._resend
         if resend is None:
             resend = self._resend = ResendBuffer(self._seq)
@@ -362,7 +372,7 @@ class FunnelHandler(Handler):
             if self._resend is not None:
                 self._emit_acknowledged(record)
                 return
-            if record.levelno >= self._send_level:
+            if record.levelno >= self._send_level or self._routed_below(record):
                 self.send(self.prepare(record))
         except AttachError as exc:
             self._retry_at = time.monotonic() + _RETRY_INTERVAL
@@ -373,12 +383,19 @@ class FunnelHandler(Handler):
         except Exception:
             self.handleError(record)
 
+    def _routed_below(self, record: LogRecord) -> bool:
+        """Whether a record below line mode's level is sent all the same: one of a route
+        logger, whose handlers in the parent may take levels the root sinks do not (the
+        handler's own level already held back what none of them takes)."""
+        line = self._line
+        return line is not None and line.routes is not None and line.routes[record.name]
+
     def _emit_acknowledged(self, record: LogRecord) -> None:
         """Over TCP with acknowledgements: keep, then send; a dropped link loses nothing."""
         resend = self._resend
         assert resend is not None
         try:
-            if record.levelno < self._send_level:
+            if record.levelno < self._send_level and not self._routed_below(record):
                 return
             if self._sock is not None and not self._seq & _ACK_READ_MASK:
                 try:
@@ -617,13 +634,18 @@ class FunnelHandler(Handler):
         """What goes on the wire for ``record``.
 
         In line mode, a one-line record is its formatted line; any other is
-        a NUL byte and a frame. Otherwise it is a frame with the lines of the
-        collector's text sinks, formatted here, and the structured record if
-        another sink needs it.
+        a NUL byte and a frame, and so is a record of a route logger, with its
+        structured record for the route's handlers. Otherwise it is a frame
+        with the lines of the collector's text sinks, formatted here, and the
+        structured record if another sink needs it.
         """
         line = self._line
         if line is not None:
             text = format_text(line, record)
+            routes = line.routes
+            if routes is not None and routes[record.name]:
+                structured = record_body(record, self._seq)
+                return b"\0" + encode_text(record.levelno, self._seq, [text + "\n"], structured)
             if "\n" not in text and "\0" not in text and len(text) <= _LINE_CHARS:
                 return (text + "\n").encode("utf-8", "backslashreplace")
             return b"\0" + encode_text(record.levelno, self._seq, [text + "\n"])

@@ -16,8 +16,9 @@ collector accepts every version in ``ACCEPTED_VERSIONS`` (this one and the
 older ones it still reads); any other gets a refusal that names both sides'
 versions (``refusal_frame``), which the producer raises as its
 ``AttachError``. Features that came later are asked for in the hello and
-granted in the answer (acknowledgements: ``"ack"``), so either side may be
-the older one.
+granted in the answer (acknowledgements: ``"ack"``; line mode beside
+routes: ``"routes"``, a producer that sends the route loggers' records as
+frames), so either side may be the older one.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ GREETING_SIZE: Final = len(CHALLENGE_MAGIC) + NONCE_SIZE
 class Hello:
     """What a producer says of itself."""
 
-    __slots__ = ("ack", "identity", "seq", "stream")
+    __slots__ = ("ack", "identity", "routes", "seq", "stream")
 
     def __init__(
         self,
@@ -79,11 +80,14 @@ class Hello:
         stream: tuple[str, int, float, int],
         seq: int,
         ack: bool = False,
+        routes: bool = False,
     ) -> None:
         self.identity = identity  # host, pid, process start time
         self.stream = stream  # identity and handler number
         self.seq = seq  # the number its next record carries
         self.ack = ack  # it keeps what it sends until acknowledged, and resends
+        # In line mode it sends the records of the route loggers it is told as frames.
+        self.routes = routes
 
 
 class AckChannel:
@@ -168,7 +172,7 @@ def parse_hello(body: bytes) -> Hello | AckChannel:
         stream = (*identity, int(hello.get("stream", 0)))
     except (TypeError, ValueError):
         raise FrameError("hello frame has a bad sequence or stream number") from None
-    return Hello(identity, stream, seq, hello.get("ack") is True)
+    return Hello(identity, stream, seq, hello.get("ack") is True, hello.get("routes") is True)
 
 
 def refusal_frame(reason: str) -> bytes:

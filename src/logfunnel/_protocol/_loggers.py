@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LoggerState",
+    "UnderRoutes",
     "apply",
     "configured_loggers",
     "has_own_handlers",
@@ -135,3 +136,35 @@ def route_names(state: Mapping[str, Any]) -> list[str]:
         for name, entry in loggers.items()
         if isinstance(name, str) and isinstance(entry, list) and entry[3:] == [True]
     ]
+
+
+#: The most logger names an ``UnderRoutes`` remembers before it starts afresh.
+_UNDER_ROUTES_CACHE = 4096
+
+
+class UnderRoutes(dict[str, bool]):
+    """Whether a logger name is a route logger's or below one (``a.b`` is below ``a``).
+
+    In line mode a producer asks this for every record it sends, so it is a
+    dict of the answers: one lookup once a name was seen; the first time,
+    ``__missing__`` walks the name's ancestors, as the collector's routes do.
+    """
+
+    def __init__(self, names: Iterable[str]) -> None:
+        super().__init__()
+        self._names = frozenset(names)
+
+    def __missing__(self, name: str) -> bool:
+        names = self._names
+        current = name
+        under = False
+        while current:
+            if current in names:
+                under = True
+                break
+            cut = current.rfind(".")
+            current = current[:cut] if cut > 0 else ""
+        if len(self) >= _UNDER_ROUTES_CACHE:
+            self.clear()
+        self[name] = under
+        return under

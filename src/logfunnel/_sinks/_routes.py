@@ -48,6 +48,11 @@ class Routes:
         return bool(self._table)
 
     @property
+    def names(self) -> list[str]:
+        """The route loggers' names, sorted: what producers are told in line mode."""
+        return sorted(self._table)
+
+    @property
     def handlers(self) -> list[logging.Handler]:
         """Every route handler, once each."""
         seen: list[logging.Handler] = []
