@@ -6,6 +6,7 @@ import logging
 import multiprocessing
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -90,3 +91,14 @@ def pytest_configure(config: pytest.Config) -> None:
     root = str(__import__("pathlib").Path(__file__).parent.parent)
     if root not in sys.path:
         sys.path.insert(sys.path.index(tests_dir) + 1, root)
+
+
+@pytest.fixture
+def serves() -> Iterator[list[Any]]:
+    """``logfunnel serve`` processes a test started (``test_serve.Serve``); any still
+    running at its end is killed."""
+    started: list[Any] = []
+    yield started
+    for serve in started:
+        if serve.proc.poll() is None:
+            serve.kill()

@@ -33,7 +33,7 @@ WORKERS = 8
 RECORDS = 1_500
 
 
-def _run(
+def run_through_proxy(
     tmp_path: Path,
     method: str,
     faults: int,
@@ -41,25 +41,29 @@ def _run(
     records: int = RECORDS,
     cut_after: tuple[int, int] = (1_000, 120_000),
     frames: bool = False,
+    workers: int = WORKERS,
+    listen: str = "tcp://127.0.0.1:0",
+    **funnel_options: Any,
 ) -> tuple[Path, dict[str, int], Any]:
-    """Producers log ``records`` each through a ``FaultProxy``; the log, the faults done,
-    and the collector's counts."""
+    """``workers`` producers log ``records`` each through a ``FaultProxy`` in front of a
+    funnel listening on ``listen`` (TCP or TLS); the log, the faults done, and the
+    collector's counts."""
     path = tmp_path / "links.log"
     sink = logging.FileHandler(path, encoding="utf-8")
     sink.setFormatter(logging.Formatter(logfunnel.DEFAULT_FORMAT))
     # A second sink that wants whole records turns line mode off: numbered frames.
     sinks = [sink, logging.NullHandler()] if frames else [sink]
-    listen = "tcp://127.0.0.1:0"
-    with logfunnel.Funnel(handlers=sinks, listen=listen, level="INFO", inherit=False) as funnel:
+    funnel_options = {"inherit": False, **funnel_options}
+    with logfunnel.Funnel(handlers=sinks, listen=listen, level="INFO", **funnel_options) as funnel:
         address = parse_address(funnel.address)
         assert address.key is not None
         target = (address.host, address.port)
         with FaultProxy(target, faults=faults, seed=seed, cut_after=cut_after) as proxy:
-            through = f"tcp://127.0.0.1:{proxy.port}?key={address.key.hex()}"
+            through = f"{address.scheme}://127.0.0.1:{proxy.port}?key={address.key.hex()}"
             ctx = multiprocessing.get_context(method)
             procs = [
                 ctx.Process(target=attach_and_log, args=(through, worker, records))
-                for worker in range(WORKERS)
+                for worker in range(workers)
             ]
             for proc in procs:
                 proc.start()
@@ -78,7 +82,9 @@ class TestLinkFaults:
         """8 producers behind a proxy that cuts, resets and stalls their connections at random
         byte counts: every record arrives once, in each producer's order, whether records
         travel as lines or as numbered frames."""
-        path, done, stats = _run(tmp_path, start_method, faults=24, seed=7, frames=frames)
+        path, done, stats = run_through_proxy(
+            tmp_path, start_method, faults=24, seed=7, frames=frames
+        )
         # The faults really happened (a planned one may fall after its connection's end).
         assert min(done.values()) >= 1, done
         assert sum(done.values()) >= 12, done
@@ -93,7 +99,7 @@ class TestLinkFaults:
     @pytest.mark.parametrize("seed", range(5))
     def test_many_more_faults(self, tmp_path: Path, seed: int) -> None:
         """The same with 10,000 records each and 120 faults, over several seeds."""
-        path, done, _ = _run(
+        path, done, _ = run_through_proxy(
             tmp_path, "spawn", faults=120, seed=seed, records=10_000, cut_after=(500, 40_000)
         )
         assert sum(done.values()) >= 100, done

@@ -18,7 +18,6 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -79,16 +78,6 @@ class Serve:
     def kill(self) -> None:
         self.proc.kill()
         self.proc.communicate(timeout=JOIN_TIMEOUT)
-
-
-@pytest.fixture
-def serves() -> Iterator[list[Serve]]:
-    """Serve processes a test started; any still running at its end is killed."""
-    started: list[Serve] = []
-    yield started
-    for serve in started:
-        if serve.proc.poll() is None:
-            serve.kill()
 
 
 def key_file(folder: Path, key: bytes = bytes(range(32))) -> Path:

@@ -23,10 +23,10 @@ from typing import Any
 
 import pytest
 from _link_workers import attach_and_log
-from _proxy import FaultProxy
 from _support import JOIN_TIMEOUT, Records, audit, join_all
 from _tls_workers import flood_noting_drops
 from test_backpressure import Gate
+from test_links import run_through_proxy
 from test_serve import LISTENING, SERVE, Serve, producers
 
 import logfunnel
@@ -504,31 +504,20 @@ class TestReads:
 def _links(
     tmp_path: Path, pki: PKI, method: str, faults: int, seed: int, records: int
 ) -> tuple[Path, dict[str, int]]:
-    path = tmp_path / "links.log"
-    sink = logging.FileHandler(path, encoding="utf-8")
-    sink.setFormatter(logging.Formatter(logfunnel.DEFAULT_FORMAT))
-    with logfunnel.Funnel(
-        handlers=[sink],
+    """``test_links``' proxy run, over TLS; the funnel exports its CA to the producers."""
+    path, done, _ = run_through_proxy(
+        tmp_path,
+        method,
+        faults,
+        seed,
+        records,
+        workers=WORKERS,
         listen="tls://127.0.0.1:0",
+        inherit=True,
         key=os.urandom(32),
         tls_cert=pki.server,
         tls_ca=pki.ca,
-        level="INFO",
-    ) as funnel:
-        address = parse_address(funnel.address)
-        assert address.key is not None
-        with FaultProxy((address.host, address.port), faults=faults, seed=seed) as proxy:
-            through = f"tls://127.0.0.1:{proxy.port}?key={address.key.hex()}"
-            ctx = multiprocessing.get_context(method)
-            procs = [
-                ctx.Process(target=attach_and_log, args=(through, worker, records))
-                for worker in range(WORKERS)
-            ]
-            for proc in procs:
-                proc.start()
-            join_all(procs, exitcode=0)
-            done = dict(proxy.done)
-    sink.close()
+    )
     return path, done
 
 
@@ -586,19 +575,9 @@ class TestImportCost:
         assert out.split() == [str(scheme == "tls")]
 
 
-@pytest.fixture
-def tls_serves() -> Iterator[list[Serve]]:
-    """Serve processes a test started; any still running at its end is killed."""
-    started: list[Serve] = []
-    yield started
-    for serve in started:
-        if serve.proc.poll() is None:
-            serve.kill()
-
-
 class TestServe:
     def test_serve_over_mutual_tls_without_a_key(
-        self, tmp_path: Path, pki: PKI, tls_serves: list[Serve], monkeypatch: pytest.MonkeyPatch
+        self, tmp_path: Path, pki: PKI, serves: list[Serve], monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """``logfunnel serve tls://... --tls-client-ca CA --no-key`` makes no key file, takes
         no key from its environment either, says which variables producers set, and takes
@@ -617,7 +596,7 @@ class TestServe:
             "-o",
             str(log),
         )
-        tls_serves.append(serve)
+        serves.append(serve)
         assert serve.address.startswith("tls://127.0.0.1:")
         assert not (tmp_path / "logfunnel.key").exists()
         said = "\n".join(serve.said)
