@@ -332,9 +332,7 @@ class FunnelHandler(Handler):
             f"logfunnel: pid {self._pid}: {len(resend)} record(s) sent to {self.address} were "
             f"never acknowledged ({why}); they follow here\n"
         )
-        for data in resend.pending():
-            self._spill(data)
-        resend.clear()
+        self._spill_kept(resend)
 
     def _drop_connection(self) -> None:
         sock, self._sock = self._sock, None
@@ -472,6 +470,10 @@ class FunnelHandler(Handler):
             return
         if acks is not None and resend.acked < acks.acked <= self._seq:
             resend.acknowledge(acks.acked)
+        self._spill_kept(resend)
+
+    def _spill_kept(self, resend: ResendBuffer) -> None:
+        """Write every record ``resend`` still keeps to the fallback, and forget them."""
         for data in resend.pending():
             self._spill(data)
         resend.clear()
