@@ -203,6 +203,8 @@ class JSONFormatter(logging.Formatter):
         self._exception_key = encode_string(keys["exception"]) if "exception" in keys else ""
         self._stack_key = encode_string(keys["stack"]) if "stack" in keys else ""
         self._host = encode_string(_hostname()) if "host" in keys else ""
+        # The host field as this host writes it: what a record from another host changes.
+        self._host_key = f"{encode_string(keys['host'])}:" if "host" in keys else ""
         # The time's cache: the text of one UTC second.
         self._second: int | None = None
         self._stamp = ""
@@ -278,8 +280,9 @@ class JSONFormatter(logging.Formatter):
                 # Formatted in a collector for another host's producer: its host, as
                 # that producer would have written. The field is the first place the
                 # fragment can be: inside an encoded string every quote is escaped.
-                key = self._encode_string(self.fields["host"])
-                line = line.replace(f"{key}:{self._host}", f"{key}:{self._encode_string(host)}", 1)
+                line = line.replace(
+                    self._host_key + self._host, self._host_key + self._encode_string(host), 1
+                )
         if record.exc_info and not record.exc_text:
             # Cached on the record, as the stdlib's format does.
             record.exc_text = self.formatException(record.exc_info)
