@@ -28,6 +28,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import logfunnel
+from logfunnel._json import FIELDS
 from logfunnel._protocol._codec import faithful, safe_str
 from logfunnel._sinks._config import SinkConfig
 from logfunnel._sinks._writer import text_spec
@@ -335,6 +336,58 @@ class TestFields:
         got = strict(format_one(record("hi", user="ann"), formatter))
         assert list(got) == ["msg", "@timestamp", "severity", "line"]
         assert (got["msg"], got["severity"], got["line"]) == ("hi", logging.INFO, 1)
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        chosen=st.lists(
+            st.tuples(
+                st.sampled_from(sorted(FIELDS - {"exception", "stack"})),
+                st.text(st.characters(exclude_categories=("Cs",)), max_size=8),
+            ),
+            unique_by=(lambda pair: pair[0], lambda pair: pair[1]),
+            max_size=10,
+        ),
+        names=st.lists(
+            st.tuples(
+                st.text(st.characters(exclude_categories=("Cs",)), max_size=6),
+                st.text(st.characters(exclude_categories=("Cs",)), max_size=6),
+            ),
+            min_size=1,
+            max_size=3,
+        ),
+        message=st.text(st.characters(exclude_categories=("Cs",)), max_size=40),
+    )
+    def test_any_fields_in_any_order_hold_what_the_record_holds(
+        self, chosen: list[tuple[str, str]], names: list[tuple[str, str]], message: str
+    ) -> None:
+        """Whatever fields are chosen, in whatever order and under whatever keys (``%``,
+        quotes, backslashes), and whatever the process and thread are called, each line
+        holds exactly those keys in that order, each with the record's own value, one
+        record after another through one formatter, and in one ``%`` over a template."""
+        formatter = logfunnel.JSONFormatter(dict(chosen), extras=False)
+        # An ordinary record never needs the field by field way, which would hide a
+        # template that cannot take it: here that way writes no JSON.
+        formatter._template, formatter._getters = "", []
+        for number, (process_name, thread_name) in enumerate(names):
+            rec = record(message, flag=True)
+            if not hasattr(rec, "taskName"):  # Python 3.11: a record has it from 3.12
+                rec.taskName = None
+            rec.processName, rec.threadName = process_name, thread_name
+            rec.thread = 7 + number
+            rec.created = 1_700_000_000.25 + number * 1.000001
+            when = datetime.datetime.fromtimestamp(rec.created, datetime.timezone.utc)
+            derived = {
+                "time": when.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+                "level": rec.levelname,
+                "logger": rec.name,
+                "message": message,
+                "host": socket.gethostname(),
+            }
+            got = json.loads(format_one(rec, formatter), object_pairs_hook=list)
+            assert got == [
+                (key, derived[name] if name in derived else getattr(rec, name, None))
+                for name, key in chosen
+            ]
 
     def test_a_record_a_filter_changed_is_written_field_by_field(self) -> None:
         """A record missing an attribute, or with a time that is not one, still gives a
