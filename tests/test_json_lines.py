@@ -347,34 +347,37 @@ class TestFields:
             unique_by=(lambda pair: pair[0], lambda pair: pair[1]),
             max_size=10,
         ),
-        names=st.lists(
+        made=st.lists(
             st.tuples(
                 st.text(st.characters(exclude_categories=("Cs",)), max_size=6),
                 st.text(st.characters(exclude_categories=("Cs",)), max_size=6),
+                st.floats(min_value=-2e9, max_value=4e9)
+                | st.integers(0, 4_000_000_000).map(lambda micros: micros / 1e6),
             ),
             min_size=1,
-            max_size=3,
+            max_size=4,
         ),
         message=st.text(st.characters(exclude_categories=("Cs",)), max_size=40),
     )
     def test_any_fields_in_any_order_hold_what_the_record_holds(
-        self, chosen: list[tuple[str, str]], names: list[tuple[str, str]], message: str
+        self, chosen: list[tuple[str, str]], made: list[tuple[str, str, float]], message: str
     ) -> None:
         """Whatever fields are chosen, in whatever order and under whatever keys (``%``,
-        quotes, backslashes), and whatever the process and thread are called, each line
-        holds exactly those keys in that order, each with the record's own value, one
-        record after another through one formatter, and in one ``%`` over a template."""
+        quotes, backslashes), whatever the process and thread are called and whenever
+        the record was made, each line holds exactly those keys in that order, each with
+        the record's own value (the time as ``datetime`` gives it), one record after
+        another through one formatter, and in one ``%`` over a template."""
         formatter = logfunnel.JSONFormatter(dict(chosen), extras=False)
         # An ordinary record never needs the field by field way, which would hide a
         # template that cannot take it: here that way writes no JSON.
         formatter._template, formatter._getters = "", []
-        for number, (process_name, thread_name) in enumerate(names):
+        for number, (process_name, thread_name, created) in enumerate(made):
             rec = record(message, flag=True)
             if not hasattr(rec, "taskName"):  # Python 3.11: a record has it from 3.12
                 rec.taskName = None
             rec.processName, rec.threadName = process_name, thread_name
             rec.thread = 7 + number
-            rec.created = 1_700_000_000.25 + number * 1.000001
+            rec.created = created
             when = datetime.datetime.fromtimestamp(rec.created, datetime.timezone.utc)
             derived = {
                 "time": when.isoformat(timespec="microseconds").replace("+00:00", "Z"),
@@ -388,6 +391,17 @@ class TestFields:
                 (key, derived[name] if name in derived else getattr(rec, name, None))
                 for name, key in chosen
             ]
+
+    def test_loggers_without_end_keep_the_formatter_small(self) -> None:
+        """The formatter keeps level and logger names encoded for the next record, but
+        a program that makes a logger for each request does not make it grow without
+        bound, and each line names its own logger."""
+        formatter = logfunnel.JSONFormatter()
+        for number in range(3000):
+            rec = record()
+            rec.name = f"request.{number}"
+            assert strict(formatter.format(rec))["logger"] == rec.name
+        assert len(formatter._names) <= 1024
 
     def test_a_record_a_filter_changed_is_written_field_by_field(self) -> None:
         """A record missing an attribute, or with a time that is not one, still gives a

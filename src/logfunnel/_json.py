@@ -206,8 +206,10 @@ class JSONFormatter(logging.Formatter):
         self._host = encode_string(_hostname()) if "host" in keys else ""
         # The host field as this host writes it: what a record from another host changes.
         self._host_key = f"{encode_string(keys['host'])}:" if "host" in keys else ""
-        # The time's cache: (a UTC second, its text).
-        self._clock: tuple[int | None, str] = (None, "")
+        # The time's cache: (a UTC second, its text); none at first (see _time_of).
+        self._clock: tuple[float, str] = (_NO_SECOND, "")
+        # The level and logger names met, encoded (see _name).
+        self._names: dict[str, str] = {}
         # The fixed fields, field by field: a %-template over their values (see _getter).
         self._template = "{" + ",".join(
             encode_string(keys[name]).replace("%", "%%") + ":%s" for name in fixed
@@ -274,9 +276,12 @@ class JSONFormatter(logging.Formatter):
         and thread fields of the last record's thread, so a record fills in its
         time, level, logger and message and any other field named, in one
         ``%``; the literal fields after the last of those are appended as
-        they are. The C string encoder of ``json`` escapes each string. A
-        record whose attributes are not what ``LogRecord`` makes (one missing,
-        a time that is not a number) raises here and goes field by field.
+        they are. What repeats is kept: the text of the second (``_time_of``)
+        and the level and logger names, encoded (``_name``). The message goes
+        through the C string encoder of ``json`` only when it needs escaping.
+        A record whose attributes are not what ``LogRecord`` makes (one
+        missing, a time that is not a number) raises here and goes field by
+        field, which gives the same line for every record both can take.
         """
         d = record.__dict__
         try:
@@ -294,23 +299,32 @@ class JSONFormatter(logging.Formatter):
             steady = (d["process"], d["processName"], d["thread"], d["threadName"])
             if steady != bound[0]:
                 bound = self._bind(steady)
-            second, micros = divmod(round(d["created"] * 1e6), 1_000_000)
             clock = self._clock
-            if second != clock[0]:
-                clock = self._clock_at(second)
-            encode = self._encode_string
+            since = d["created"] - clock[0]
+            micros = round(since * 1e6)
+            if since < 0.0 or micros >= 1_000_000:
+                clock, micros = self._time_of(d["created"])
             level, logger = d["levelname"], d["name"]
+            names = self._names
+            try:
+                level = names[level] if level.__class__ is str else self._value(level)
+            except KeyError:
+                level = self._name(level)
+            try:
+                logger = names[logger] if logger.__class__ is str else self._value(logger)
+            except KeyError:
+                logger = self._name(logger)
             values: tuple[object, ...] = (
                 clock[1],
                 micros,
-                encode(level) if level.__class__ is str else self._value(level),
-                encode(logger) if logger.__class__ is str else self._value(logger),
+                level,
+                logger,
                 # Most messages need no escaping: a table lookup a byte finds that
                 # for 60% of what the encoder's two passes cost on 100 characters,
                 # and 40% on long messages (callgrind).
                 message
                 if message.isascii() and 0 not in message.encode().translate(_SPECIAL)
-                else encode(message)[1:-1],
+                else self._encode_string(message)[1:-1],
             )
             if self._more:
                 values = self._complete(values, d)
@@ -419,17 +433,40 @@ class JSONFormatter(logging.Formatter):
         created = d.get("created")
         if type(created) is float or type(created) is int:
             try:
-                second, micros = divmod(round(created * 1e6), 1_000_000)
-                clock = self._clock if self._clock[0] == second else self._clock_at(second)
+                clock, micros = self._time_of(created)
                 return f'{clock[1]}{micros:06d}Z"'
             except (ValueError, OverflowError, OSError):  # NaN, or beyond the calendar
                 pass
         return self._value(created)
 
-    def _clock_at(self, second: int) -> tuple[int, str]:
-        """The line's time up to ``second``, cached: one ``strftime`` a second."""
-        self._clock = (second, time.strftime('"%Y-%m-%dT%H:%M:%S.', time.gmtime(second)))
-        return self._clock
+    def _time_of(self, created: float) -> tuple[tuple[float, str], int]:
+        """The text of the second ``created`` is in, and its microseconds, as
+        ``datetime.fromtimestamp`` rounds them: the fraction, half to even.
+
+        The second is kept: a later record in it (from 1970 on) takes its
+        microseconds with one subtraction, the same fraction exactly, and one
+        ``strftime`` serves the whole second.
+        """
+        whole = float(int(created))  # created - whole is the exact fraction, as modf's
+        micros = round((created - whole) * 1e6)
+        if micros >= 1_000_000:
+            whole, micros = whole + 1.0, micros - 1_000_000
+        elif micros < 0:
+            whole, micros = whole - 1.0, micros + 1_000_000
+        clock = (whole, time.strftime('"%Y-%m-%dT%H:%M:%S.', time.gmtime(whole)))
+        if whole >= 0.0:
+            self._clock = clock
+        return clock, micros
+
+    def _name(self, name: str) -> str:
+        """A level or logger name, encoded, and kept for its next record when a str:
+        a program has few (a bound keeps a program that makes loggers without end)."""
+        text = self._string(name)
+        if name.__class__ is str:
+            if len(self._names) >= _NAMES_KEPT:
+                self._names.clear()
+            self._names[name] = text
+        return text
 
     def _getter(self, name: str) -> Callable[[dict[str, Any], str], str]:
         """How the JSON value of field ``name`` is made from a record's dict and message."""
@@ -469,6 +506,11 @@ def _safe_text(line: str) -> str:
 
 
 _LogRecord: Final = logging.LogRecord
+#: A second no record is in (beyond the calendar, yet a record's time less it is
+#: a number): the time's cache when it holds none.
+_NO_SECOND: Final = 2.0**62
+#: How many level and logger names a formatter keeps encoded.
+_NAMES_KEPT: Final = 1024
 #: How many attributes a ``LogRecord`` has when it is made (a collector's too).
 _PLAIN_SIZE: Final = len(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
 
