@@ -33,6 +33,18 @@ LISTENING = "logfunnel serve: listening on "
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 
+def serve_refused(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``logfunnel serve`` with ``args``, run to its end: for what it must refuse."""
+    return subprocess.run(
+        [*SERVE, *args],
+        cwd=cwd,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=JOIN_TIMEOUT,
+    )
+
+
 class Serve:
     """One ``logfunnel serve`` process; ``address`` is what it printed, ``said`` its stdout."""
 
@@ -221,14 +233,7 @@ class TestKeyFile:
         assert str(path) in out
         assert key not in out + err
 
-        again = subprocess.run(
-            [*SERVE, "tcp://127.0.0.1:0"],
-            cwd=tmp_path,
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=JOIN_TIMEOUT,
-        )
+        again = serve_refused("tcp://127.0.0.1:0", cwd=tmp_path)
         assert again.returncode == 2
         assert "exists" in again.stderr
         assert path.read_text().strip() == key
@@ -267,13 +272,7 @@ class TestKeyFile:
         else:
             path.write_text(content)
         path.chmod(mode)
-        done = subprocess.run(
-            [*SERVE, "tcp://127.0.0.1:0", "--key-file", str(path)],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=JOIN_TIMEOUT,
-        )
+        done = serve_refused("tcp://127.0.0.1:0", "--key-file", str(path))
         assert done.returncode == 2
         assert message in done.stderr
         assert LISTENING not in done.stdout
@@ -298,14 +297,7 @@ class TestBadInput:
     ) -> None:
         """No address, a malformed one, another scheme, TLS without a certificate or a key in
         the address: a clear message on stderr, exit 2, and no key file is made."""
-        done = subprocess.run(
-            [*SERVE, *([address] if address else [])],
-            cwd=tmp_path,
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=JOIN_TIMEOUT,
-        )
+        done = serve_refused(*([address] if address else []), cwd=tmp_path)
         assert done.returncode == 2
         assert message in done.stderr
         assert not (tmp_path / "logfunnel.key").exists()
@@ -316,13 +308,7 @@ class TestBadInput:
             taken.bind(("127.0.0.1", 0))
             taken.listen()
             port = taken.getsockname()[1]
-            done = subprocess.run(
-                [*SERVE, f"tcp://127.0.0.1:{port}", "--key-file", str(key_file(tmp_path))],
-                check=False,
-                capture_output=True,
-                text=True,
-                timeout=JOIN_TIMEOUT,
-            )
+            done = serve_refused(f"tcp://127.0.0.1:{port}", "--key-file", str(key_file(tmp_path)))
         assert done.returncode == 2
         assert f"cannot listen on tcp://127.0.0.1:{port}" in done.stderr
 

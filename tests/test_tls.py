@@ -27,7 +27,7 @@ from _support import JOIN_TIMEOUT, Records, audit, join_all
 from _tls_workers import flood_noting_drops
 from test_backpressure import Gate
 from test_links import run_through_proxy
-from test_serve import LISTENING, SERVE, Serve, producers
+from test_serve import LISTENING, Serve, producers, serve_refused
 
 import logfunnel
 from logfunnel._collector._listen import listen
@@ -631,14 +631,7 @@ class TestServe:
         bad = tmp_path / "bad.pem"
         bad.write_text("not a certificate\n")
         files = {"server": pki.server, "missing": str(tmp_path / "nope.pem"), "bad": str(bad)}
-        done = subprocess.run(
-            [*SERVE, *(arg.format(**files) for arg in args)],
-            cwd=tmp_path,
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=JOIN_TIMEOUT,
-        )
+        done = serve_refused(*(arg.format(**files) for arg in args), cwd=tmp_path)
         assert done.returncode == 2
         assert message in done.stderr
         assert LISTENING not in done.stdout
