@@ -184,30 +184,36 @@ class Gate(Records):
         super().emit(record)
 
 
+def flood_while_held(
+    funnel: logfunnel.Funnel, gate: Gate, start_method: str, target: Any, count: int
+) -> list[Any]:
+    """Two producers run ``target(count, ready, go, done)`` once attached, while ``gate``
+    holds the collector; returns what each put on ``done``, all taken before the gate
+    opened: every logging call returned while the sink still held the collector."""
+    ctx = funnel.context(start_method)
+    done, ready, go = ctx.Queue(), ctx.Semaphore(0), ctx.Event()
+    procs = [ctx.Process(target=target, args=(count, ready, go, done)) for _ in "ab"]
+    for proc in procs:
+        proc.start()
+    for _ in procs:
+        assert ready.acquire(timeout=JOIN_TIMEOUT)  # attached: handshake done
+    logging.getLogger("worker").warning("hold")
+    assert gate.holding.wait(JOIN_TIMEOUT)
+    go.set()
+    reports = [done.get(timeout=JOIN_TIMEOUT) for _ in procs]
+    assert not gate.opened.is_set()
+    gate.opened.set()
+    join_all(procs, exitcode=0)
+    return reports
+
+
 class TestDropPolicy:
     def test_drop_policy_never_blocks_and_counts(self, start_method: str) -> None:
         """With overflow="drop", producers never wait on a stuck collector; drops are counted."""
         gate = Gate()
         count = 20_000
         with logfunnel.Funnel(handlers=[gate], overflow="drop", level=logging.INFO) as funnel:
-            ctx = funnel.context(start_method)
-            done, ready, go = ctx.Queue(), ctx.Semaphore(0), ctx.Event()
-            procs = [
-                ctx.Process(target=hw.flood_without_blocking, args=(count, ready, go, done))
-                for _ in "ab"
-            ]
-            for proc in procs:
-                proc.start()
-            for _ in procs:
-                assert ready.acquire(timeout=JOIN_TIMEOUT)  # attached: handshake done
-            logging.getLogger("worker").warning("hold")
-            assert gate.holding.wait(JOIN_TIMEOUT)
-            go.set()
-            # Every logging call returned while the sink still held the collector.
-            dropped = [done.get(timeout=JOIN_TIMEOUT) for _ in procs]
-            assert not gate.opened.is_set()
-            gate.opened.set()
-            join_all(procs, exitcode=0)
+            dropped = flood_while_held(funnel, gate, start_method, hw.flood_without_blocking, count)
             stats = funnel.stats
         assert all(d > 0 for d in dropped), dropped
         arrived = [r for r in gate.records if r.name == "worker" and r.getMessage() != "hold"]

@@ -25,7 +25,7 @@ import pytest
 from _link_workers import attach_and_log
 from _support import JOIN_TIMEOUT, Records, audit, join_all
 from _tls_workers import flood_noting_drops
-from test_backpressure import Gate
+from test_backpressure import Gate, flood_while_held
 from test_links import run_through_proxy
 from test_serve import LISTENING, Serve, producers, serve_refused
 
@@ -272,22 +272,7 @@ class TestDelivery:
             tls_cert=pki.server,
             tls_ca=pki.ca,
         ) as funnel:
-            ctx = funnel.context("fork")
-            done, ready, go = ctx.Queue(), ctx.Semaphore(0), ctx.Event()
-            procs = [
-                ctx.Process(target=flood_noting_drops, args=(count, ready, go, done)) for _ in "ab"
-            ]
-            for proc in procs:
-                proc.start()
-            for _ in procs:
-                assert ready.acquire(timeout=JOIN_TIMEOUT)
-            logging.getLogger("worker").warning("hold")
-            assert gate.holding.wait(JOIN_TIMEOUT)
-            go.set()
-            dropped = [done.get(timeout=JOIN_TIMEOUT) for _ in procs]
-            assert not gate.opened.is_set()
-            gate.opened.set()
-            join_all(procs, exitcode=0)
+            dropped = flood_while_held(funnel, gate, "fork", flood_noting_drops, count)
             stats = funnel.stats
         assert all(dropped), dropped
         arrived = [r for r in gate.records if r.name == "worker" and r.getMessage() != "hold"]
