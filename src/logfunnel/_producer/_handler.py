@@ -74,14 +74,14 @@ _LINE_CHARS: Final = LINE_LIMIT // 4 - 1
 # Below every level: outside line mode the collector filters by each sink's level.
 _ANY_LEVEL: Final = -(2**63)
 
-# Over TCP after a cut: the first retry comes at once, then after a delay
-# that doubles up to the cap. A reconnect waits this long for an answer.
 #: Acknowledgements are read when a record's number is a multiple of 32 (and when the
 #: resend buffer is full, and at close): a read per record (a system call that
 #: nearly always finds nothing) cost the producer 20% more instructions a record.
 #: A collector's bye is seen that many records late at most; what was sent meanwhile
 #: is kept and goes to the fallback, as at any stop.
 _ACK_READ_MASK: Final = 31
+# Over TCP after a cut: the first retry comes at once, then after a delay
+# that doubles up to the cap. A reconnect waits this long for an answer.
 _BACKOFF_FIRST: Final = 0.05
 _BACKOFF_CAP: Final = 2.0
 _RECONNECT_TIMEOUT: Final = 2.0
